@@ -1,0 +1,57 @@
+# mlstack: the commands a newcomer and CI need. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Tests run in parallel processes; multi-process training tests start their own workers on top.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+DEMO_EXTRAS := storage,tf,serving
+ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
+# `make demo DATA=s3://bucket/fashion-mnist/` trains on real Fashion-MNIST IDX files instead.
+DATA ?=
+DEMO_DIR ?= build/demo
+
+.PHONY: help demo test lint pytest bench system-deps clean
+
+help: ## List the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+$(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[$(DEMO_EXTRAS)]'
+	touch $@
+
+$(VENV)/.deps-all: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[$(ALL_EXTRAS)]'
+	touch $@ $(VENV)/.deps-demo
+
+demo: $(VENV)/.deps-demo ## Run the whole pipeline locally (synthetic data unless DATA=<url>)
+	$(BIN)/python -m workloads pipeline --workdir $(DEMO_DIR) $(if $(DATA),--data $(DATA))
+
+system-deps: ## Install the Debian packages the tests use (needs root; prints what is missing otherwise)
+	tests/support/system-deps.sh
+
+lint: $(VENV)/.deps-all system-deps ## Lint Python, YAML, Ansible, shell and Dockerfiles
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/yamllint --strict .
+	tests/support/lint-extra.sh $(BIN)
+
+pytest: $(VENV)/.deps-all system-deps
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --timeout 900 $(PYTEST_ARGS)
+
+test: lint pytest ## Install, lint and run every test this machine can run
+
+bench: $(VENV)/.deps-all system-deps ## Run the benchmarks and rewrite docs/benchmarks.md (ONLY=name to run one)
+	$(BIN)/python -m tests.bench.run $(if $(ONLY),--only $(ONLY))
+
+clean: ## Remove build output (keeps the virtual environment)
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""Suite-wide rules: markers that need hardware or a cluster skip with the reason, never silently."""
+
+import os
+import shutil
+import socket
+
+import pytest
+
+
+def _gpu_absent_reason() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return "no NVIDIA GPU here: nvidia-smi is not installed"
+    if not os.path.exists("/dev/nvidia0"):
+        return "no NVIDIA GPU here: /dev/nvidia0 does not exist"
+    return None
+
+
+def _cluster_absent_reason() -> str | None:
+    if not os.environ.get("KUBECONFIG"):
+        return "no Kubernetes API server here: set KUBECONFIG to run cluster tests"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons = {"gpu": _gpu_absent_reason(), "cluster": _cluster_absent_reason()}
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return pick_free_port()
+
+
+def pick_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

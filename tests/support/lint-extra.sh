@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Lints what ruff and yamllint do not: shell scripts, Dockerfiles and the Ansible content.
+# Usage: lint-extra.sh VENV_BIN
+set -euo pipefail
+bin=$1
+
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
+if [ ${#scripts[@]} -gt 0 ]; then
+  "$bin/shellcheck" "${scripts[@]}"
+fi
+
+mapfile -t dockerfiles < <(git ls-files '*Dockerfile*' '*.dockerfile')
+if [ ${#dockerfiles[@]} -gt 0 ]; then
+  "$bin/hadolint" "${dockerfiles[@]}"
+fi
+
+if [ -d ansible/roles ]; then
+  (cd ansible && "../$bin/ansible-lint" --offline)
+fi
