@@ -42,9 +42,15 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", choices=available(), help="run only this benchmark (repeatable)")
-    parser.add_argument("--workdir", default=str(ROOT / "build" / "bench"), help="scratch directory for benchmark data")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", action="append", choices=available(), help="run only this benchmark (repeatable)"
+    )
+    parser.add_argument(
+        "--workdir", default=str(ROOT / "build" / "bench"), help="scratch directory for benchmark data"
+    )
     args = parser.parse_args(argv)
 
     sections = {m["name"]: m["body"] for m in SECTION.finditer(PAGE.read_text())} if PAGE.exists() else {}

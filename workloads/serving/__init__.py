@@ -1,0 +1,1 @@
+"""Serving side: TF Serving configuration, clients, the development server and Kafka services."""
