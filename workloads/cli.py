@@ -24,6 +24,9 @@ from workloads.errors import WorkloadError
 # Command name -> module. Order is the order of `--help`.
 COMMANDS: dict[str, str] = {
     "tfs-config": "workloads.serving.tfs_config_command",
+    "serve-dev": "workloads.serving.serve_dev_command",
+    "predict": "workloads.serving.predict_command",
+    "loadtest": "workloads.serving.loadtest_command",
 }
 
 log = logging.getLogger("workloads")
