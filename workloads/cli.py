@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "serve-dev": "workloads.serving.serve_dev_command",
     "predict": "workloads.serving.predict_command",
     "loadtest": "workloads.serving.loadtest_command",
+    "infer-worker": "workloads.serving.infer_worker_command",
 }
 
 log = logging.getLogger("workloads")
