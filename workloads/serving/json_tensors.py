@@ -155,7 +155,8 @@ def to_array(value: Any, spec: TensorSpec, name: str) -> np.ndarray:
     if array.size == 0:
         return array.astype(target)
     if target.kind == "f":
-        converted = array.astype(target)
+        with np.errstate(over="ignore"):  # out-of-range values become inf; reported just below
+            converted = array.astype(target)
         if not np.all(np.isfinite(converted) | ~np.isfinite(array.astype(np.float64))):
             raise invalid_argument(
                 f"input '{name}': Cannot convert JSON value to {spec.dtype.name} without loss of precision "
