@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from tests.workloads.serving.conftest import MODEL
 from workloads import cli
-from workloads.serving import loadtest
+from workloads.serving import loadtest, payloads
 
 pytestmark = [pytest.mark.xdist_group("dev_server"), pytest.mark.slow]
 
@@ -100,3 +101,17 @@ def test_open_loop_latency_counts_from_the_scheduled_arrival():
     assert len(latencies) == 20
     # One client, 50 ms per request, a new arrival every 10 ms: the last one waited for all before it.
     assert latencies[-1] > 0.5 and latencies[0] < 0.2
+
+
+def test_the_demo_stage_serves_the_model_and_answers_alike_over_both_protocols(model_base, tmp_path):
+    from workloads.serving.demo import describe, serve_and_query
+
+    images = payloads.synthetic_images(30, seed=4)
+    labels = np.arange(30) % 10
+    report = serve_and_query(str(model_base.parent), MODEL, images, labels, tmp_path, load_seconds=1.0)
+    summary = json.loads(report.report_path.read_text())
+    assert summary["model_version"] == 2 and summary["grpc_reported_versions"] == [2]
+    assert summary["rest_grpc_agreement"] == 1.0
+    assert summary["loadtest"]["succeeded"] > 0 and summary["loadtest"]["errors"] == {}
+    assert all(path.exists() for path in report.plots)
+    assert "version 2" in describe(report)
