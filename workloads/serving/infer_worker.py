@@ -19,7 +19,6 @@ SIGTERM finishes the current batch, commits it and leaves the consumer group.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import threading
@@ -41,7 +40,7 @@ from workloads.serving.client import (
     ServingError,
 )
 from workloads.serving.inference_messages import InferenceRequest, PoisonMessage
-from workloads.serving.kafka_common import consumer_lag
+from workloads.serving.kafka_common import LagReporter
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ class InferenceWorker:
         self.metrics = metrics
         self._version: int | None = None
         self._version_checked = 0.0
-        self._lag_checked = 0.0
+        self._lag = LagReporter(metrics.lag, settings.lag_interval_s)
         self._delivery_errors: list[str] = []
 
     # The loop.
@@ -146,7 +145,7 @@ class InferenceWorker:
                 batch = self.consumer.consume(self.settings.max_batch_size, self.settings.max_batch_wait_s)
                 if batch:
                     self.process(batch, stop)
-                self._update_lag()
+                self._lag.update(self.consumer)
         finally:
             self.consumer.close()  # leaves the group at once, so partitions move without a session timeout
             self.producer.flush(self.settings.flush_timeout_s)
@@ -329,26 +328,9 @@ class InferenceWorker:
                 "commit failed (%s); these requests will be processed again: duplicates, not losses", error
             )
 
-    # Lag.
-    def _update_lag(self) -> None:
-        now = time.monotonic()
-        if now - self._lag_checked < self.settings.lag_interval_s:
-            return
-        try:
-            lags = consumer_lag(self.consumer)
-        except Exception as error:  # metrics must never stop the worker
-            log.debug("consumer lag unavailable: %s", error)
-            lags = {}
-        if lags:  # none while the group is still assigning partitions: try again next loop
-            self._lag_checked = now
-        for partition, lag in lags.items():
-            self.metrics.lag.labels(str(partition)).set(lag)
-
+    # Partition changes.
     def _on_assign(self, _consumer: Any, _partitions: Sequence[Any]) -> None:
-        self._lag_checked = 0.0  # measure the new assignment's lag on the next loop
+        self._lag.assigned()
 
     def _on_revoke(self, _consumer: Any, partitions: Sequence[Any]) -> None:
-        self._lag_checked = 0.0
-        for partition in partitions:
-            with contextlib.suppress(KeyError):  # never had a lag sample
-                self.metrics.lag.remove(str(partition.partition))
+        self._lag.revoked(partitions)

@@ -3,10 +3,12 @@ stop signals and the metrics endpoint. confluent-kafka and prometheus-client are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,6 +63,38 @@ def consumer_lag(consumer, timeout_s: float = 2.0) -> dict[int, int]:
         offset = position.offset if position.offset >= 0 else committed.get(position.partition, -1)
         lags[position.partition] = max(high - (offset if offset >= 0 else low), 0)
     return lags
+
+
+class LagReporter:
+    """Keeps a ``{partition}`` lag gauge current, at most every ``interval_s``; never raises."""
+
+    def __init__(self, gauge, interval_s: float = 5.0) -> None:
+        self.gauge = gauge
+        self.interval_s = interval_s
+        self._checked = 0.0
+
+    def update(self, consumer) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.interval_s:
+            return
+        try:
+            lags = consumer_lag(consumer)
+        except Exception as error:  # metrics must never stop the service
+            log.debug("consumer lag unavailable: %s", error)
+            return
+        if lags:  # none while the group is still assigning partitions: try again next time
+            self._checked = now
+        for partition, lag in lags.items():
+            self.gauge.labels(str(partition)).set(lag)
+
+    def assigned(self) -> None:
+        self._checked = 0.0  # measure the new assignment at the next update
+
+    def revoked(self, partitions: Sequence[Any]) -> None:
+        self._checked = 0.0
+        for partition in partitions:
+            with contextlib.suppress(KeyError):  # never had a sample
+                self.gauge.remove(str(partition.partition))
 
 
 def stop_on_signals() -> threading.Event:
