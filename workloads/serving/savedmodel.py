@@ -20,6 +20,8 @@ from workloads.serving.codes import Code, ServingStatus, invalid_argument
 
 SERVE_TAG = "serve"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
+WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,13 +113,46 @@ def read_signature_defs(path: str | pathlib.Path):
     raise ValueError(f"{path}/saved_model.pb has no meta graph tagged '{SERVE_TAG}'")
 
 
-def load(name: str, version: int, path: str | pathlib.Path) -> LoadedModel:
-    """Loads a SavedModel directory; raises with TensorFlow's reason when it is incomplete or corrupt."""
+def load(name: str, version: int, path: str | pathlib.Path, *, warmup: bool = True) -> LoadedModel:
+    """Loads a SavedModel directory; raises with TensorFlow's reason when it is incomplete or corrupt.
+
+    With ``warmup``, the requests in ``assets.extra/tf_serving_warmup_requests`` are run first, as TF
+    Serving does (``--enable_model_warmup``): a version whose warmup fails does not load.
+    """
     import tensorflow as tf
 
     signature_defs = read_signature_defs(path)
     runner = tf.saved_model.load(str(path), tags=[SERVE_TAG])
-    return LoadedModel(name, version, str(path), signature_defs, runner)
+    model = LoadedModel(name, version, str(path), signature_defs, runner)
+    if warmup:
+        run_warmup(model, pathlib.Path(path) / WARMUP_FILE)
+    return model
+
+
+def run_warmup(model: LoadedModel, warmup_file: pathlib.Path) -> int:
+    """Replays the ``PredictionLog`` records of a TF Serving warmup file; returns how many ran."""
+    if not warmup_file.exists():
+        return 0
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    count = 0
+    for raw in tf.data.TFRecordDataset(str(warmup_file)).take(MAX_WARMUP_RECORDS):
+        record = prediction_log_pb2.PredictionLog()
+        record.ParseFromString(raw.numpy())
+        if record.WhichOneof("log_type") != "predict_log":
+            raise ValueError(
+                f"{warmup_file}: record {count} is not a predict request; only predict is served"
+            )
+        request = record.predict_log.request
+        signature = model.signature(request.model_spec.signature_name)
+        inputs = {key: tensors.make_ndarray(proto) for key, proto in request.inputs.items()}
+        try:
+            model.run(signature, inputs)
+        except ServingStatus as status:
+            raise ValueError(f"{warmup_file}: warmup request {count} failed: {status}") from None
+        count += 1
+    return count
 
 
 def _tensor_spec(info: Any) -> TensorSpec:

@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -58,6 +59,9 @@ class Config(CommandConfig):
     )
     file_system_poll_wait_seconds: float = option(
         1.0, help="how often to look for new version directories under each base path", check=positive
+    )
+    enable_model_warmup: bool = option(
+        True, help="replay assets.extra/tf_serving_warmup_requests before a version serves (as TF Serving)"
     )
     max_num_load_retries: int = option(
         5, help="retries of a version that fails to load before giving up", check=non_negative
@@ -107,6 +111,7 @@ def _read_optional(path: str | None, parse, default):
 
 def run(config: Config) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from workloads.serving import savedmodel
     from workloads.serving.dev_server import DevServer
     from workloads.serving.model_store import ModelManager
 
@@ -129,7 +134,11 @@ def run(config: Config) -> int:
         log.error("%s", error)
         return 2
 
-    manager = ModelManager(models, max_num_load_retries=config.max_num_load_retries)
+    manager = ModelManager(
+        models,
+        loader=functools.partial(savedmodel.load, warmup=config.enable_model_warmup),
+        max_num_load_retries=config.max_num_load_retries,
+    )
     manager.poll()  # like TF Serving: load what is there before answering
     for name, versions in manager.availability().items():
         if not versions:
