@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -12,21 +11,6 @@ import uuid
 import pytest
 
 from tests.conftest import pick_free_port
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for child Pythons: this checkout first on the path, quiet TensorFlow, no GPU probing."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSTACK_", "TF_CONFIG"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        CUDA_VISIBLE_DEVICES="",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +55,13 @@ def s3_bucket(s3_endpoint, monkeypatch):
 
     fsspec.filesystem("s3").clear_instance_cache()
     return name
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> pathlib.Path:
+    """Synthetic Fashion-MNIST, 2048 training and 512 held-out records in 256-record shards."""
+    from workloads.data import datasets
+
+    root = tmp_path_factory.mktemp("dataset")
+    datasets.ingest_synthetic(str(root), train_records=2048, test_records=512, seed=0, shard_size=256)
+    return root
