@@ -70,7 +70,7 @@ def test_staging_left_by_a_killed_writer_is_removed_and_never_read(tmp_path):
 
 def test_a_corrupt_pointer_is_a_clear_error(tmp_path):
     (tmp_path / "latest.json").write_text("{")
-    with pytest.raises(CheckpointError, match="latest.json is not a checkpoint pointer"):
+    with pytest.raises(CheckpointError, match=r"latest\.json is not a checkpoint pointer"):
         CheckpointStore(str(tmp_path)).latest()
 
 

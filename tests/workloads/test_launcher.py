@@ -80,7 +80,7 @@ def test_a_killed_worker_restarts_the_whole_group_on_fresh_ports(tmp_path):
 
 
 def test_a_permanent_exit_code_stops_the_job_without_restarts(tmp_path):
-    job, marks = run_job(tmp_path, "exit-3", max_restarts=3)
+    job, _ = run_job(tmp_path, "exit-3", max_restarts=3)
     with pytest.raises(WorkloadError, match="worker 1 exited with code 3, a permanent error"):
         job.run()
     assert job.attempt == 1

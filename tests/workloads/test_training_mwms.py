@@ -91,31 +91,14 @@ def test_a_frozen_peer_ends_the_survivor_with_the_retryable_exit_code(small_data
     workers, outputs = [], [[], []]
     for index in range(2):
         env = subprocess_env(TF_CONFIG=cluster.tf_config_for(addresses, index))
+        argv = [
+            sys.executable, "-m", "workloads", "train", "--data", str(small_dataset),
+            "--output", str(tmp_path / "model"), "--epochs", "200", "--batch-size", "32",
+            "--metrics-port", "0", "--threads", "1", "--log-every", "5",
+            "--heartbeat-timeout", "3", "--collective-timeout", "15",
+        ]  # fmt: skip
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workloads",
-                "train",
-                "--data",
-                str(small_dataset),
-                "--output",
-                str(tmp_path / "model"),
-                "--epochs",
-                "200",
-                "--batch-size",
-                "32",
-                "--metrics-port",
-                "0",
-                "--threads",
-                "1",
-                "--log-every",
-                "5",
-                "--heartbeat-timeout",
-                "3",
-                "--collective-timeout",
-                "15",
-            ],  # fmt: skip
+            argv,
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
