@@ -36,6 +36,16 @@ from workloads.errors import WorkloadError, is_retryable_exit
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = pathlib.Path(workloads.__file__).resolve().parent.parent
+# Set per worker by the launcher; never inherited from the launching process.
+CLUSTER_VARIABLES = (
+    "TF_CONFIG",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +100,7 @@ class LocalJob:
         timeout: float = 3600.0,
         log_dir: pathlib.Path | None = None,
         env: Mapping[str, str] | None = None,
+        base_env: Mapping[str, str] | None = None,
         echo: bool = True,
         grace_seconds: float = 10.0,
         on_start: Callable[[LocalJob], None] | None = None,
@@ -103,6 +114,7 @@ class LocalJob:
         self.timeout = timeout
         self.log_dir = log_dir
         self.env = dict(env or {})
+        self.base_env = dict(os.environ if base_env is None else base_env)
         self.echo = echo
         self.grace_seconds = grace_seconds
         self.on_start = on_start
@@ -153,9 +165,10 @@ class LocalJob:
         python_path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         self.workers, self._pumps = [], []
         for index, extra in enumerate(environments):
+            inherited = {k: v for k, v in self.base_env.items() if k not in CLUSTER_VARIABLES}
             env = {
-                **os.environ,
-                "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+                **inherited,
+                "TF_CPP_MIN_LOG_LEVEL": inherited.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                 "PYTHONUNBUFFERED": "1",
                 **self.env,
                 **extra,

@@ -11,6 +11,7 @@ import logging
 import time
 
 from workloads import logs
+from workloads.errors import WorkloadError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,13 @@ class TrainingMetrics:
         """Starts the HTTP endpoint; returns (and logs) the port it bound."""
         from prometheus_client import start_http_server
 
-        self._server, _ = start_http_server(port, addr=address, registry=self.registry)
+        try:
+            self._server, _ = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as error:
+            raise WorkloadError(
+                f"cannot serve metrics on {address}:{port} ({error.strerror}); pass another --metrics-port, "
+                "or 0 for any free port"
+            ) from None
         self.port = self._server.server_port
         log.info(
             "serving metrics on port %d",

@@ -98,3 +98,12 @@ def test_the_outer_timeout_stops_a_hung_job(tmp_path):
     with pytest.raises(WorkloadError, match="did not finish within 3 s"):
         job.run()
     assert all(p.poll() is not None for p in job.workers)
+
+
+def test_workers_never_inherit_the_launchers_cluster_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["elsewhere:1"]}, "task": {"type": "worker"}}')
+    monkeypatch.setenv("RANK", "7")
+    job, marks = run_job(tmp_path, "ok", env_style="torchrun")
+    job.run()
+    env = json.loads((marks / "worker1-0").read_text())["env"]
+    assert "TF_CONFIG" not in env and env["RANK"] == "1"

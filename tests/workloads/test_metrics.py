@@ -2,9 +2,12 @@
 
 import pathlib
 import re
+import socket
 
+import pytest
 import requests
 
+from workloads.errors import WorkloadError
 from workloads.metrics import TrainingMetrics
 
 INTERFACES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "interfaces.md"
@@ -66,3 +69,11 @@ def test_port_zero_binds_distinct_free_ports():
     finally:
         first.close()
         second.close()
+
+
+def test_a_port_in_use_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(WorkloadError, match="--metrics-port"):
+            TrainingMetrics("r", "tensorflow", 0).serve(taken.getsockname()[1], address="127.0.0.1")

@@ -14,6 +14,7 @@ from workloads.training import get_trainer
 from workloads.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
+KEPT_VARIABLES = ("MLSTACK_LOG_FORMAT", "MLSTACK_LOG_LEVEL")
 
 
 def worker_threads(workers: int) -> int:
@@ -45,6 +46,10 @@ def launch_local(
             timeout=config.timeout,
             log_dir=log_dir,
             on_start=on_start,
+            # The resolved config travels in the file; MLSTACK_* variables would override it.
+            base_env={
+                k: v for k, v in os.environ.items() if not k.startswith("MLSTACK_") or k in KEPT_VARIABLES
+            },
         )
         result = job.run()
     log.info(
