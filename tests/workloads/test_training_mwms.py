@@ -222,3 +222,20 @@ def test_a_corrupt_shard_stops_training_naming_the_file_and_offset(small_dataset
     (error,) = error_lines(result.stderr)
     assert shard.name in error and "at byte 0" in error and "checksum" in error
     assert not pathlib.Path(tmp_path / "model").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_on_a_gpu_node_training_places_the_replicas_on_gpus(small_dataset, tmp_path):
+    env = {k: v for k, v in subprocess_env().items() if k != "CUDA_VISIBLE_DEVICES"}
+    result = run_workloads(
+        "train", "--data", str(small_dataset), "--output", str(tmp_path / "model"), "--metrics-port", "0",
+        "--epochs", "2", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    strategy_lines = [
+        r["msg"] for r in json_lines(result.stderr) if "MultiWorkerMirroredStrategy with" in r["msg"]
+    ]
+    assert strategy_lines and "GPU" in strategy_lines[0]
+    record = trained_model.read_record(str(tmp_path / "model"))
+    assert record.history[-1]["mean_loss"] < record.history[0]["mean_loss"]

@@ -18,13 +18,13 @@ from workloads.data.sampling import Batch
 BATCHES_PER_HANDOVER = 16
 
 
-def _stacked(batches: Iterator[Batch], group: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _stacked(batches: Iterator[Batch], group: int, split: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for batch in batches:
-        images.append(batch.images)
-        labels.append(batch.labels)
-        if len(images) == group:
+        images.extend(np.split(batch.images, split))
+        labels.extend(np.split(batch.labels, split))
+        if len(images) >= group:
             yield np.stack(images), np.stack(labels)
             images, labels = [], []
     if images:
@@ -32,16 +32,26 @@ def _stacked(batches: Iterator[Batch], group: int) -> Iterator[tuple[np.ndarray,
 
 
 def batches_dataset(
-    make_batches: Callable[[], Iterator[Batch]], image_shape: tuple[int, int], per_worker_batch: int
+    make_batches: Callable[[], Iterator[Batch]],
+    image_shape: tuple[int, int],
+    per_worker_batch: int,
+    split: int = 1,
 ):
-    """``tf.data.Dataset`` of ``(images uint8 [b, rows, cols], labels uint8 [b])`` from a batch iterator."""
+    """``tf.data.Dataset`` of ``(images uint8 [b, rows, cols], labels uint8 [b])`` from a batch iterator.
+
+    With ``split`` > 1 (a worker with several devices) each batch becomes ``split`` consecutive
+    elements of ``per_worker_batch / split`` records, one per local replica.
+    """
     import tensorflow as tf
 
+    if per_worker_batch % split:
+        raise ValueError(f"a worker batch of {per_worker_batch} does not split into {split} equal parts")
+    element = per_worker_batch // split
     signature = (
-        tf.TensorSpec([None, per_worker_batch, *image_shape], tf.uint8),
-        tf.TensorSpec([None, per_worker_batch], tf.uint8),
+        tf.TensorSpec([None, element, *image_shape], tf.uint8),
+        tf.TensorSpec([None, element], tf.uint8),
     )
     stacked = tf.data.Dataset.from_generator(
-        lambda: _stacked(make_batches(), BATCHES_PER_HANDOVER), output_signature=signature
+        lambda: _stacked(make_batches(), BATCHES_PER_HANDOVER * split, split), output_signature=signature
     )
     return stacked.unbatch().prefetch(tf.data.AUTOTUNE)

@@ -120,6 +120,12 @@ class _Trainer:
                 f"{strategy.num_replicas_in_sync} replicas in sync for {self.info.world_size} workers: "
                 "each worker must have the same number of devices"
             )
+        replicas_per_worker = strategy.num_replicas_in_sync // self.info.world_size
+        if config.batch_size % strategy.num_replicas_in_sync:
+            raise ClusterConfigError(
+                f"--batch-size {config.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} "
+                "replicas (devices across all workers)"
+            )
         batches = WorkerBatches(
             data,
             global_batch_size=config.batch_size,
@@ -176,7 +182,10 @@ class _Trainer:
                     failure.append(error)
                     raise
 
-            return batches_dataset(make, data.manifest.image_shape, batches.per_worker_batch)
+            # One element per local replica: a worker batch split into per-replica batches, in order.
+            return batches_dataset(
+                make, data.manifest.image_shape, batches.per_worker_batch, split=replicas_per_worker
+            )
 
         distributed = strategy.distribute_datasets_from_function(worker_dataset)
         step_fn = self._step_function(strategy, model, optimizer, per_replica_batch)
