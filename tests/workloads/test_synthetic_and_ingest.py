@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests.workloads.support import json_lines, run_workloads
 from workloads.data import datasets, idx, synthetic
 from workloads.data.shards import ShardSet
 from workloads.errors import DataError
@@ -94,7 +95,20 @@ def test_a_truncated_idx_file_fails_the_ingest_and_leaves_no_dataset(tmp_path):
     with pytest.raises(DataError, match="truncated") as caught:
         datasets.ingest_idx(str(source), str(tmp_path / "shards"), shard_size=50)
     assert caught.value.path == str(images_file)
-    assert not (tmp_path / "shards" / "train" / "manifest.json").exists()
+    assert not list((tmp_path / "shards" / "train").iterdir())
+
+
+def test_the_ingest_command_reports_a_corrupt_file_in_one_line_and_exits_1(tmp_path):
+    source = write_fashion_mnist(tmp_path / "raw", compress=True)
+    labels_file = source / "t10k-labels-idx1-ubyte.gz"
+    labels_file.write_bytes(labels_file.read_bytes()[:30])
+    result = run_workloads(
+        "ingest", "--output", str(tmp_path / "shards"), "--data", str(source), "--shard-size", "50"
+    )
+    assert result.returncode == 1
+    errors = [r["msg"] for r in json_lines(result.stderr) if r["level"] == "error"]
+    assert len(errors) == 1 and str(labels_file) in errors[0] and "at byte 30" in errors[0]
+    assert not (tmp_path / "shards" / "test" / "manifest.json").exists()
 
 
 def test_missing_idx_files_are_listed(tmp_path):

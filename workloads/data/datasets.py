@@ -135,12 +135,16 @@ def _write_split(
         publish_each_commit=False,
         resume=False,
     )
-    with progress.bar(total, f"shards {url}", unit="rec") as bar:
-        for images, labels in records:
-            writer.write(images, labels)
-            bar.update(len(labels))
-    writer.commit()
-    writer.publish({"complete": True})
+    try:
+        with progress.bar(total, f"shards {url}", unit="rec") as bar:
+            for images, labels in records:
+                writer.write(images, labels)
+                bar.update(len(labels))
+        writer.commit()
+        writer.publish({"complete": True})
+    except BaseException:
+        writer.discard()  # nothing half-converted is left behind; a previous dataset stays as it was
+        raise
     return writer.manifest
 
 

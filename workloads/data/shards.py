@@ -399,6 +399,7 @@ class ShardWriter:
         self._pending_images: list[np.ndarray] = []
         self._pending_labels: list[np.ndarray] = []
         self.pending = 0
+        self._unpublished: list[str] = []  # shard files written but not yet listed in a published manifest
         existing = self._read_existing() if resume else None
         self._replacing = not resume
         if existing is None:
@@ -499,6 +500,7 @@ class ShardWriter:
             metadata=metadata,
         )
         storage.publish_bytes(storage.join(self.url, entry.file), data)
+        self._unpublished.append(entry.file)
         self.manifest = dataclasses.replace(self.manifest, shards=(*self.manifest.shards, entry))
         self._pending_images.clear()
         self._pending_labels.clear()
@@ -516,9 +518,25 @@ class ShardWriter:
         if storage.is_local(self.url):
             storage.local_path(self.url).mkdir(parents=True, exist_ok=True)
         storage.publish_bytes(self._manifest_url, self.manifest.to_json().encode())
+        self._unpublished.clear()
         if self._replacing:
             self._remove_orphans()
             self._replacing = False
+
+    def discard(self) -> None:
+        """Deletes the shard files this writer wrote since its last publish (after a failure)."""
+        for name in self._unpublished:
+            url = storage.join(self.url, name)
+            if storage.is_local(url):
+                storage.local_path(url).unlink(missing_ok=True)
+            else:
+                fs, path = storage.filesystem(url)
+                if fs.exists(path):
+                    fs.rm_file(path)
+        self._unpublished.clear()
+        self._pending_images.clear()
+        self._pending_labels.clear()
+        self.pending = 0
 
     def write(
         self, images: np.ndarray, labels: np.ndarray, metadata: Mapping[str, Any] | None = None
