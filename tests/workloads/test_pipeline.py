@@ -233,3 +233,29 @@ def test_the_trained_model_file_runs_unchanged_under_the_pytorch_backend(selecte
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_select_command_prints_writes_and_promotes_the_winner(demo, selected, tmp_path):
+    workdir, _ = demo
+    table, _, _ = selected
+    result = run_workloads(
+        "select", "--candidates", str(workdir / "search" / "trials"), "--data", str(workdir / "data"),
+        "--results", str(tmp_path / "results.json"), "--model-base-path", str(tmp_path / "serving"),
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "<- selected" in result.stdout and "ranked by accuracy" in result.stdout
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert [r["run_name"] for r in written["candidates"]] == [r["run_name"] for r in table["candidates"]]
+    assert (tmp_path / "serving" / "fashion_mnist" / "1" / "saved_model.pb").exists()
+
+
+def test_the_export_command_writes_a_saved_model_with_its_warmup_file(selected, tmp_path):
+    _, winner, _ = selected
+    result = run_workloads(
+        "export", "--model-dir", str(winner), "--output", str(tmp_path / "savedmodel"), timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "savedmodel" / "saved_model.pb").exists()
+    assert (tmp_path / "savedmodel" / "assets.extra" / "tf_serving_warmup_requests").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
