@@ -23,6 +23,12 @@ from workloads.errors import WorkloadError
 
 # Command name -> module. Order is the order of `--help`.
 COMMANDS: dict[str, str] = {
+    "ingest": "workloads.commands.ingest",
+    "train": "workloads.commands.train",
+    "search": "workloads.commands.search",
+    "select": "workloads.commands.select",
+    "export": "workloads.commands.export",
+    "pipeline": "workloads.commands.pipeline",
     "tfs-config": "workloads.serving.tfs_config_command",
     "serve-dev": "workloads.serving.serve_dev_command",
     "predict": "workloads.serving.predict_command",

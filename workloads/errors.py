@@ -23,3 +23,19 @@ class ClusterConfigError(WorkloadError):
 
 class CheckpointError(WorkloadError):
     """A checkpoint cannot be written or restored."""
+
+
+class PeerLostError(WorkloadError):
+    """A peer of a distributed job died or stopped answering; restarting the group can fix it.
+
+    Kubeflow's ExitCode restart policy treats exit codes 128-255 as retryable and 1-127 as permanent;
+    138 is in the retryable range and unlike the codes shells give signals (130 SIGINT, 137 SIGKILL,
+    143 SIGTERM), so a log reader can tell "peer lost" from "killed".
+    """
+
+    exit_code = 138
+
+
+def is_retryable_exit(code: int) -> bool:
+    """Exit codes a job controller should answer with a restart: killed by a signal, or 128-255."""
+    return code < 0 or code >= 128

@@ -284,3 +284,11 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value) or "none"
     return "none" if value is None else str(value)
+
+
+def to_mapping(config: CommandConfig) -> dict[str, Any]:
+    """The config as plain JSON values, readable back through ``--config`` (for child processes)."""
+    return {
+        f.name: list(value) if isinstance(value := getattr(config, f.name), tuple) else value
+        for f in dataclasses.fields(config)
+    }

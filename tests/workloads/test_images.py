@@ -1,0 +1,95 @@
+"""Container images: hadolint-clean, pinned, non-root, no build tools in the final stage, and every
+command an image or the image workflow runs exists in the CLI. (No base image can be pulled here;
+the workflow builds them in CI.)"""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from workloads import cli
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DOCKERFILES = sorted((ROOT / "workloads" / "images").glob("*.Dockerfile"))
+WORKFLOW = ROOT / ".github" / "workflows" / "images.yml"
+BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "clang", "cmake")
+
+
+def commands() -> set[str]:
+    parser = cli.build_parser()
+    (subparsers,) = [a for a in parser._actions if a.dest == "command"]
+    return set(subparsers.choices)
+
+
+def stages(dockerfile: pathlib.Path) -> list[list[str]]:
+    """Instructions per build stage, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    result: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            result.append([])
+        result[-1].append(line)
+    return result
+
+
+def instruction(stage: list[str], name: str) -> list[str]:
+    return [line[len(name) + 1 :].strip() for line in stage if line.upper().startswith(name + " ")]
+
+
+def test_there_is_a_training_and_a_workloads_image():
+    assert [p.name for p in DOCKERFILES] == ["training.Dockerfile", "workloads.Dockerfile"]
+
+
+def test_dockerfiles_are_hadolint_clean():
+    hadolint = pathlib.Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([str(hadolint), *map(str, DOCKERFILES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_images_are_pinned_to_exact_tags(dockerfile):
+    for stage in stages(dockerfile):
+        image = instruction(stage, "FROM")[0].split()[0]
+        _, _, tag = image.partition(":")
+        assert re.fullmatch(r"\d+\.\d+\.\d+-[a-z]+(-[a-z]+)?", tag), f"{image} is not an exact version tag"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_final_stage_runs_as_non_root_without_build_tools(dockerfile):
+    final = stages(dockerfile)[-1]
+    assert "slim" in instruction(final, "FROM")[0]
+    users = instruction(final, "USER")
+    assert users and users[-1] not in {"0", "root"}
+    runs = " ".join(instruction(final, "RUN"))
+    assert not any(re.search(rf"\b{re.escape(tool)}\b", runs) for tool in BUILD_TOOLS)
+    assert "pip install" not in runs and "apt-get install" not in runs
+    assert any("--from=build" in c for c in instruction(final, "COPY"))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_image_entry_point_and_default_command_exist_in_the_cli(dockerfile):
+    final = stages(dockerfile)[-1]
+    assert json.loads(instruction(final, "ENTRYPOINT")[-1]) == ["python", "-m", "workloads"]
+    command = json.loads(instruction(final, "CMD")[-1])
+    assert command[0] == "--help" or command[0] in commands()
+
+
+def test_every_command_the_workflow_runs_exists_in_the_cli():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    (job,) = workflow["jobs"].values()
+    matrix = job["strategy"]["matrix"]["include"]
+    for entry in matrix:
+        assert (ROOT / entry["dockerfile"]).exists()
+        assert entry["smoke"] in commands()
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    invoked = re.findall(r'docker run --rm "\$\{TAG\}" (\$\{\{ matrix\.smoke \}\}|\S+)', runs)
+    assert "${{ matrix.smoke }}" in invoked, "the workflow runs no command in the image"
+    for word in invoked:
+        assert word in {"--help", "${{ matrix.smoke }}"} or word in commands()

@@ -1,0 +1,1 @@
+"""The ``python -m workloads`` commands of the data, training and model-selection workloads."""

@@ -1,0 +1,51 @@
+"""Export a trained model as a TF Serving SavedModel: signatures serving_default (images float32
+[N,28,28], raw 0-255) and serving_bytes (PNG/JPEG image_bytes), both returning scores and class_ids,
+with the training preprocessing inside, and a warmup file in assets.extra/.
+
+--output writes a plain SavedModel directory; --model-base-path publishes it into TF Serving's
+layout as <base>/<model-name>/<next version>/ (never visible half-written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from workloads import logs, storage
+from workloads.export import DEFAULT_MODEL_NAME, export_trained_model, promote_trained_model
+from workloads.settings import CommandConfig, ConfigError, option
+
+HELP = "export a trained model as a SavedModel for TF Serving (optionally as a new version)"
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(CommandConfig):
+    model_dir: str = option(help="trained-model directory (model.keras + training.json)")
+    output: str | None = option(None, help="SavedModel directory to write (replaced whole if it exists)")
+    model_base_path: str | None = option(None, help="TF Serving base path: publish as the next version there")
+    model_name: str = option(
+        DEFAULT_MODEL_NAME, help="model name under the base path and in the warmup requests"
+    )
+    warmup_data: str | None = option(
+        None, help="shard directory to take warmup images from; none = blank images"
+    )
+    s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// (sets AWS_ENDPOINT_URL)")
+
+    def validate(self) -> None:
+        if (self.output is None) == (self.model_base_path is None):
+            raise ConfigError("--output", "give exactly one of --output and --model-base-path")
+
+
+def run(config: Config) -> int:
+    storage.set_s3_endpoint(config.s3_endpoint)
+    if config.output:
+        export_trained_model(config.model_dir, config.output, config.warmup_data, config.model_name)
+        log.info("SavedModel written", extra=logs.fields(output=config.output))
+        print(config.output)
+    else:
+        _version, url = promote_trained_model(
+            config.model_dir, config.model_base_path, config.model_name, config.warmup_data
+        )
+        print(url)
+    return 0

@@ -1,0 +1,60 @@
+"""Model selection (fan-in): evaluate trained models on the held-out split, print and write the
+results table, and, with --model-base-path, promote the winner into TF Serving's layout
+(<base>/<model-name>/<version>/) as the new highest version, atomically.
+
+Candidates are trained-model directories (model.keras + training.json, from any framework) or
+directories that contain them, such as a search's WORKDIR/trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from workloads import fsutil, logs, selection, storage
+from workloads.data import datasets
+from workloads.data.shards import ShardCache, ShardSet
+from workloads.errors import DataError
+from workloads.export import DEFAULT_MODEL_NAME, promote_trained_model
+from workloads.settings import CommandConfig, option
+
+HELP = "evaluate candidates on the held-out split, rank them, promote the best"
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(CommandConfig):
+    candidates: tuple[str, ...] = option(help="trained-model directories, or directories containing them")
+    data: str = option(help="dataset directory (its test/ split is used) or a held-out shard directory")
+    metric: str = option("accuracy", help="ranking metric", choices=tuple(selection.METRICS))
+    results: str | None = option(None, help="where to write the results table as JSON; none = do not write")
+    model_base_path: str | None = option(
+        None, help="TF Serving base path to promote the winner into; none = no promotion"
+    )
+    model_name: str = option(DEFAULT_MODEL_NAME, help="model name under the base path")
+    s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// (sets AWS_ENDPOINT_URL)")
+
+
+def held_out(url: str) -> str:
+    """The held-out shards of a dataset directory, or ``url`` itself if it is a shard directory."""
+    splits = datasets.resolve_splits(url)
+    if splits.test is not None:
+        return splits.test
+    if storage.exists(storage.join(url, "train")):
+        raise DataError(url, "has no test/ split to evaluate on")
+    return splits.train
+
+
+def run(config: Config) -> int:
+    storage.set_s3_endpoint(config.s3_endpoint)
+    candidates = selection.find_candidates(config.candidates)
+    test_url = held_out(config.data)
+    rows = selection.select(candidates, ShardSet.open(test_url, cache=ShardCache()), config.metric)
+    print(selection.render_table(rows, config.metric))
+    if config.results:
+        fsutil.atomic_write_text(config.results, selection.results_json(rows, config.metric, test_url))
+        log.info("results table written", extra=logs.fields(path=config.results))
+    if config.model_base_path:
+        version, url = promote_trained_model(rows[0].url, config.model_base_path, config.model_name, test_url)
+        print(f"promoted {rows[0].run_name} as {config.model_name} version {version}: {url}")
+    return 0

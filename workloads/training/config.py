@@ -1,0 +1,85 @@
+"""The configuration every trainer takes: the ``train`` command's flags (see docs/interfaces.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Literal
+
+from workloads import models
+from workloads.data.sampling import DEFAULT_SHUFFLE_WINDOW
+from workloads.data.shards import DEFAULT_CACHE_DIR
+from workloads.settings import CommandConfig, ConfigError, at_most, non_negative, option, positive
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(CommandConfig):
+    data: str = option(
+        help="training data: a shard directory, or a dataset directory with train/ (URL or path)"
+    )
+    output: str = option(help="trained-model directory the chief writes (model.keras + training.json)")
+    framework: Literal["tensorflow", "pytorch"] = option("tensorflow", help="training framework")
+    strategy: Literal["multi-worker-mirrored", "parameter-server", "ddp"] = option(
+        "multi-worker-mirrored", help="distribution strategy"
+    )
+    model: str = option("plain", help="model variant", choices=tuple(models.MODELS))
+    epochs: int = option(3, help="passes over the training data", check=positive)
+    batch_size: int = option(64, help="global batch size (split evenly across workers)", check=positive)
+    learning_rate: float = option(0.001, help="Adam learning rate", check=positive)
+    seed: int = option(0, help="seed for initial weights and the per-epoch shuffle (same on every worker)")
+    checkpoint_dir: str | None = option(
+        None,
+        help="checkpoint directory (URL or path; shared by all workers); none = no checkpoints, no resume",
+    )
+    checkpoint_every: int = option(
+        100, help="steps between checkpoints (one is always written at the end)", check=positive
+    )
+    keep_checkpoints: int = option(3, help="checkpoints kept; older ones are deleted", check=positive)
+    metrics_port: int = option(
+        9410,
+        help="Prometheus metrics port; 0 = any free port (logged)",
+        check=lambda v: non_negative(v) or at_most(65535)(v),
+    )
+    run_name: str = option("", help="run label on metrics and logs; empty = the output directory's name")
+    collective_timeout: float = option(
+        120.0,
+        help="seconds a collective may wait for a peer before the worker gives up (exit 138, retryable)",
+        check=positive,
+    )
+    heartbeat_timeout: float = option(
+        5.0,
+        help="seconds without a heartbeat before a peer counts as dead (TF coordination service)",
+        check=positive,
+    )
+    startup_timeout: float = option(
+        300.0, help="seconds to wait for every worker to join at start-up", check=positive
+    )
+    threads: int = option(
+        0, help="CPU threads per worker for TensorFlow ops; 0 = TensorFlow's default", check=non_negative
+    )
+    shuffle_window: int = option(
+        DEFAULT_SHUFFLE_WINDOW, help="records shuffled together inside a worker's share", check=positive
+    )
+    cache_dir: str = option(str(DEFAULT_CACHE_DIR), help="local cache for remote shards")
+    s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// data (sets AWS_ENDPOINT_URL)")
+    log_every: int = option(50, help="steps between progress log lines", check=positive)
+    local_workers: int = option(
+        1,
+        help="start this many worker processes here, with TF_CONFIG on 127.0.0.1 (a local TFJob); 1 = this process",
+        check=positive,
+    )
+    max_restarts: int = option(3, help="local launch: group restarts after a worker dies", check=non_negative)
+    timeout: float = option(
+        3600.0, help="local launch: seconds before the whole job is stopped", check=positive
+    )
+
+    def validate(self) -> None:
+        if self.batch_size % self.local_workers:
+            raise ConfigError(
+                "--batch-size",
+                f"{self.batch_size} must be a multiple of --local-workers {self.local_workers}",
+            )
+
+    @property
+    def effective_run_name(self) -> str:
+        return self.run_name or pathlib.PurePosixPath(self.output.rstrip("/")).name or "train"

@@ -1,0 +1,453 @@
+"""Synchronous data-parallel training with TensorFlow's MultiWorkerMirroredStrategy, custom loop.
+
+Why a custom loop: Keras 3 ``model.fit`` under MultiWorkerMirroredStrategy fails with TensorFlow 2.21
+(a PerReplica-to-Tensor error, a known upstream issue), so each step is ``strategy.run`` on every
+replica and ``strategy.reduce`` of the loss, fed by a distributed dataset built per worker from the
+shared data layer (each worker its own disjoint share, the same number of steps on every worker).
+
+Fault tolerance: the run resumes from the latest committed checkpoint (model, optimizer, step and
+data position) whenever it starts, so a restarted job continues instead of starting over. Every
+worker restores; every worker takes part in each save as TensorFlow's multi-worker guide requires,
+but only the chief's copy is committed (the others write to a scratch directory and delete it).
+Collectives have a timeout, and a lost peer surfaces as :class:`PeerLostError` (exit 138,
+retryable), so the job controller restarts the group instead of waiting forever. Only the chief
+writes the trained model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from workloads import cluster, logs, models, progress, storage
+from workloads.data import datasets
+from workloads.data.sampling import WorkerBatches
+from workloads.data.shards import ShardCache, ShardSet
+from workloads.errors import CheckpointError, ClusterConfigError, DataError, PeerLostError, WorkloadError
+from workloads.metrics import TrainingMetrics
+from workloads.training import trained_model
+from workloads.training.checkpoints import CheckpointStore
+from workloads.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+FRAMEWORK = "tensorflow"
+STRATEGY = "multi-worker-mirrored"
+PAYLOAD = "tf/model"  # tf.train.Checkpoint prefix inside a checkpoint directory
+
+
+def weights_digest(weights: list[np.ndarray]) -> str:
+    """SHA-256 over all weights: equal on every replica of a correct synchronous run."""
+    digest = hashlib.sha256()
+    for value in weights:
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+def train(config: TrainConfig) -> int:
+    info = cluster.detect(os.environ)
+    logs.bind(rank=info.rank, role=info.task_type)
+    log.info("cluster: %s", info.describe(), extra=logs.fields(world_size=info.world_size))
+    if info.has_parameter_servers:
+        raise ClusterConfigError(
+            "TF_CONFIG lists ps tasks, which MultiWorkerMirroredStrategy does not use; "
+            "run with --strategy parameter-server or remove the ps replicas"
+        )
+    if info.task_type == "evaluator":
+        log.info("evaluator task: nothing to do (model selection evaluates on the held-out split)")
+        return 0
+    if config.batch_size % info.world_size:
+        raise ClusterConfigError(
+            f"--batch-size {config.batch_size} must be a multiple of the {info.world_size} training replicas"
+        )
+    storage.set_s3_endpoint(config.s3_endpoint)
+    metrics = TrainingMetrics(config.effective_run_name, FRAMEWORK, info.rank)
+    metrics.serve(config.metrics_port)
+    try:
+        return _Trainer(config, info, metrics).run()
+    finally:
+        metrics.close()
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, info: cluster.ClusterInfo, metrics: TrainingMetrics) -> None:
+        self.config = config
+        self.info = info
+        self.metrics = metrics
+        self.started = time.monotonic()
+
+    def run(self) -> int:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        if self.config.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(self.config.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
+        self.tf = tf
+        try:
+            return self._run()
+        except (
+            tf.errors.UnavailableError,
+            tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError,
+            tf.errors.AbortedError,
+        ) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PeerLostError(
+                f"lost contact with a peer worker ({type(error).__name__}: {first_line})"
+            ) from None
+
+    def _run(self) -> int:
+        tf, config = self.tf, self.config
+        splits = datasets.resolve_splits(config.data)
+        data = ShardSet.open(splits.train, cache=ShardCache(config.cache_dir))
+        if data.manifest.image_shape != models.IMAGE_SHAPE:
+            raise DataError(
+                splits.train,
+                f"holds {data.manifest.image_shape} images; the models take {models.IMAGE_SHAPE}",
+            )
+        self._configure_coordination()
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=config.collective_timeout)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        if strategy.num_replicas_in_sync % self.info.world_size:
+            raise ClusterConfigError(
+                f"{strategy.num_replicas_in_sync} replicas in sync for {self.info.world_size} workers: "
+                "each worker must have the same number of devices"
+            )
+        replicas_per_worker = strategy.num_replicas_in_sync // self.info.world_size
+        if config.batch_size % strategy.num_replicas_in_sync:
+            raise ClusterConfigError(
+                f"--batch-size {config.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} "
+                "replicas (devices across all workers)"
+            )
+        batches = WorkerBatches(
+            data,
+            global_batch_size=config.batch_size,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            seed=config.seed,
+            shuffle_window=config.shuffle_window,
+        )
+        total_steps = config.epochs * batches.steps_per_epoch
+        log.info(
+            "training data",
+            extra=logs.fields(
+                url=splits.train,
+                records=len(data),
+                steps_per_epoch=batches.steps_per_epoch,
+                dropped_per_epoch=batches.dropped_per_epoch,
+                per_worker_batch=batches.per_worker_batch,
+                total_steps=total_steps,
+            ),
+        )
+        with strategy.scope():
+            model = models.build_model(config.model, seed=config.seed)
+            import keras
+
+            optimizer = keras.optimizers.Adam(config.learning_rate)
+            optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        store = (
+            CheckpointStore(config.checkpoint_dir, keep=config.keep_checkpoints)
+            if config.checkpoint_dir
+            else None
+        )
+        start_step = self._restore(store, checkpoint, batches, len(data))
+        self.metrics.record_resume(start_step)
+
+        per_replica_batch = config.batch_size // strategy.num_replicas_in_sync
+        failure: list[BaseException] = []
+
+        def worker_dataset(context: Any):
+            if (context.input_pipeline_id, context.num_input_pipelines) != (
+                self.info.rank,
+                self.info.world_size,
+            ):
+                raise ClusterConfigError(
+                    f"strategy says input pipeline {context.input_pipeline_id} of {context.num_input_pipelines}, "
+                    f"TF_CONFIG says rank {self.info.rank} of {self.info.world_size}"
+                )
+            from workloads.data.tf_adapter import batches_dataset
+
+            def make():
+                try:
+                    yield from batches.steps(start_step, total_steps)
+                except Exception as error:  # surfaced after TensorFlow reports the generator failed
+                    failure.append(error)
+                    raise
+
+            # One element per local replica: a worker batch split into per-replica batches, in order.
+            return batches_dataset(
+                make, data.manifest.image_shape, batches.per_worker_batch, split=replicas_per_worker
+            )
+
+        distributed = strategy.distribute_datasets_from_function(worker_dataset)
+        step_fn = self._step_function(strategy, model, optimizer, per_replica_batch)
+        self.average_statistics = self._averaging_function(strategy, model)
+        history: dict[int, list[float]] = {}
+        iterator = iter(distributed)
+        step = start_step
+        with progress.bar(
+            total_steps,
+            f"train {config.model}",
+            unit="step",
+            initial=start_step,
+            enabled=self._show_progress(),
+        ) as bar:
+            try:
+                while step < total_steps:
+                    epoch, _ = batches.position(step)
+                    began = time.perf_counter()
+                    loss = float(step_fn(iterator))
+                    elapsed = time.perf_counter() - began
+                    step += 1
+                    history.setdefault(epoch, []).append(loss)
+                    self.metrics.record_step(loss, batches.per_worker_batch, elapsed)
+                    self.metrics.record_epoch(epoch)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+                    if step % config.log_every == 0 or step == total_steps:
+                        log.info(
+                            "step %d/%d loss %.4f",
+                            step,
+                            total_steps,
+                            loss,
+                            extra=logs.fields(
+                                step=step,
+                                epoch=epoch,
+                                loss=round(loss, 5),
+                                samples_per_second=round(batches.per_worker_batch / elapsed, 1),
+                            ),
+                        )
+                    if store and (step % config.checkpoint_every == 0 or step == total_steps):
+                        self._save(store, checkpoint, batches, step, len(data))
+            except tf.errors.OpError:
+                if failure:
+                    raise failure[0] from None
+                raise
+        self.average_statistics()
+        weights = [np.asarray(w) for w in model.weights]
+        digest = weights_digest(weights)
+        log.info("final weights", extra=logs.fields(step=step, weights_sha256=digest))
+        if self.info.is_chief:
+            self._write_model(model, start_step, step, history, digest)
+        barrier = self._barrier_function(strategy)
+        barrier()  # every worker is past its last write (the chief's model included)
+        if self.info.world_size > 1:
+            self._leave(barrier)
+        return 0
+
+    def _barrier_function(self, strategy: Any):
+        tf = self.tf
+
+        @tf.function
+        def barrier():
+            return strategy.reduce(
+                tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None
+            )
+
+        return barrier
+
+    def _leave(self, barrier) -> None:
+        """Ends a finished multi-worker process at once.
+
+        TensorFlow's own teardown of a multi-worker process waits on its coordination service
+        (heartbeats, a shutdown barrier hosted by the chief) and takes from seconds to a minute
+        depending on which worker leaves first. Nothing is left to do here: the first barrier proved
+        every worker finished its work; a second one tells each worker the others know that, and may
+        fail harmlessly if a faster peer has already gone. Then logs are flushed and the process ends.
+        """
+        with contextlib.suppress(self.tf.errors.OpError):
+            barrier()
+        log.info("all workers done; exiting", extra=logs.fields(rank=self.info.rank))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    def _configure_coordination(self) -> None:
+        """Timeouts of TensorFlow's coordination service, which MWMS uses to watch its peers.
+
+        There is no public API for these; MWMS itself calls the same ``context`` method with the
+        defaults (no registration deadline, 10 s heartbeats), so this runs first and sets ours:
+        a peer that stops sending heartbeats is declared dead after ``--heartbeat-timeout``, a
+        worker whose peers never show up gives up after ``--startup-timeout``, and the shutdown
+        barrier is short, which also makes a finished job exit in about a second instead of ten.
+        TensorFlow is pinned (pyproject.toml); the multi-worker tests exercise this path.
+        """
+        if self.info.source != "tf_config":
+            return
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        from tensorflow.python.eager import context
+
+        jobs = [
+            (job, len(self.info.cluster[job])) for job in ("chief", "worker") if self.info.cluster.get(job)
+        ]
+        leader = (
+            "/job:chief/replica:0/task:0"
+            if self.info.cluster.get("chief")
+            else "/job:worker/replica:0/task:0"
+        )
+        context.context().configure_coordination_service(
+            service_type="standalone",
+            service_leader=leader,
+            enable_health_check=True,
+            cluster_register_timeout_in_ms=int(self.config.startup_timeout * 1000),
+            heartbeat_timeout_in_ms=int(self.config.heartbeat_timeout * 1000),
+            shutdown_barrier_timeout_in_ms=int(self.config.heartbeat_timeout * 1000),
+            coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=n, num_tasks=k) for n, k in jobs],
+        )
+
+    def _step_function(self, strategy: Any, model: Any, optimizer: Any, per_replica_batch: int):
+        tf = self.tf
+        import keras
+
+        global_batch = self.config.batch_size
+
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                scores = model(tf.cast(images, tf.float32), training=True)
+                per_example = keras.losses.sparse_categorical_crossentropy(labels, scores)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+            return loss
+
+        @tf.function
+        def distributed_step(iterator):
+            images, labels = next(iterator)
+            per_replica = strategy.run(replica_step, args=(images, labels))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return distributed_step
+
+    def _averaging_function(self, strategy: Any, model: Any):
+        """Averages the batch-norm moving statistics across replicas (one all-reduce), so every
+        replica, every checkpoint and the saved model hold the same values."""
+        tf = self.tf
+        statistics = models.moving_statistics(model)
+
+        @tf.function
+        def average():
+            def replica_fn():
+                context = tf.distribute.get_replica_context()
+                for variable in statistics:
+                    variable.assign(
+                        context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(variable.value))
+                    )
+
+            strategy.run(replica_fn)
+
+        return average if statistics else (lambda: None)
+
+    def _restore(
+        self, store: CheckpointStore | None, checkpoint: Any, batches: WorkerBatches, records: int
+    ) -> int:
+        if store is None:
+            log.warning("no --checkpoint-dir: this run cannot resume if it is interrupted")
+            return 0
+        if self.info.is_chief:
+            store.remove_stale_staging()
+        state = store.latest()
+        if state is None:
+            log.info("no checkpoint yet: starting at step 0", extra=logs.fields(checkpoint_dir=store.url))
+            return 0
+        expected = self._identity(records)
+        mismatched = {
+            k: (state.extra.get(k), v)
+            for k, v in expected.items()
+            if k != "records" and state.extra.get(k) != v
+        }
+        if mismatched:
+            raise CheckpointError(
+                f"{store.url} holds a checkpoint of a different run ({mismatched} as (checkpoint, now)); "
+                "use another --checkpoint-dir or the same settings"
+            )
+        if state.extra.get("records") != records:
+            log.warning(
+                "the training data changed since the checkpoint",
+                extra=logs.fields(checkpoint_records=state.extra.get("records"), records=records),
+            )
+        with store.open(state) as directory:
+            try:
+                checkpoint.read(str(directory / PAYLOAD)).assert_existing_objects_matched()
+            except (AssertionError, ValueError, self.tf.errors.OpError) as error:
+                raise CheckpointError(
+                    f"cannot restore {storage.join(store.url, state.path)}: {error}"
+                ) from None
+        self.metrics.record_checkpoint()
+        epoch, batch = batches.position(state.step)
+        log.info(
+            "resumed from checkpoint at step %d",
+            state.step,
+            extra=logs.fields(
+                step=state.step, epoch=epoch, batch=batch, path=storage.join(store.url, state.path)
+            ),
+        )
+        return state.step
+
+    def _identity(self, records: int) -> dict[str, Any]:
+        return {
+            "framework": FRAMEWORK,
+            "model": self.config.model,
+            "batch_size": self.config.batch_size,
+            "seed": self.config.seed,
+            "records": records,
+        }
+
+    def _save(
+        self, store: CheckpointStore, checkpoint: Any, batches: WorkerBatches, step: int, records: int
+    ) -> None:
+        def write(directory):
+            (directory / PAYLOAD).parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.write(str(directory / PAYLOAD))
+
+        self.average_statistics()
+        epoch, batch = batches.position(step)
+        if self.info.is_chief:
+            store.save(step, epoch, batch, write, extra=self._identity(records))
+            self.metrics.record_checkpoint()
+        else:
+            store.save_scratch(write)
+
+    def _write_model(
+        self, model: Any, start_step: int, step: int, history: dict[int, list[float]], digest: str
+    ) -> None:
+        config = self.config
+        record = trained_model.TrainingRecord(
+            run_name=config.effective_run_name,
+            framework=FRAMEWORK,
+            strategy=STRATEGY,
+            model=config.model,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=config.seed,
+            data=config.data,
+            world_size=self.info.world_size,
+            steps=step,
+            resumed_from_step=start_step,
+            history=[
+                {"epoch": e, "mean_loss": float(np.mean(v)), "steps": len(v)}
+                for e, v in sorted(history.items())
+            ],
+            wall_seconds=round(time.monotonic() - self.started, 2),
+            weights_sha256=digest,
+            created_at=time.time(),
+        )
+        try:
+            trained_model.save(config.output, model, record)
+        except OSError as error:
+            raise WorkloadError(f"could not write the trained model to {config.output}: {error}") from error
+        log.info("trained model written", extra=logs.fields(output=config.output, steps=step))
+
+    def _show_progress(self) -> bool | None:
+        return None if self.info.is_chief else False
