@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "predict": "workloads.serving.predict_command",
     "loadtest": "workloads.serving.loadtest_command",
     "infer-worker": "workloads.serving.infer_worker_command",
+    "stream-ingest": "workloads.serving.stream_ingest_command",
 }
 
 log = logging.getLogger("workloads")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import time
 
 from tests.workloads.serving.kafka import MockKafka
@@ -23,6 +24,8 @@ CONCURRENCY = 16
 DURATION_S = 15.0
 WORKER_MESSAGES = 4000
 WORKER_BATCH = 32
+INGEST_RECORDS = 5000  # the mock brokers keep about 5 MB per partition
+INGEST_SHARD = 1024
 
 
 def _serve_and_load(workdir: pathlib.Path, base: pathlib.Path, batching: bool, signature: str) -> dict:
@@ -93,6 +96,51 @@ def _worker_throughput(workdir: pathlib.Path, base: pathlib.Path) -> tuple[float
         reader.close()
 
 
+def _ingest_throughput(workdir: pathlib.Path) -> tuple[float, int]:
+    from workloads.serving.ingest_messages import record_message
+
+    kafka = MockKafka()
+    topic = "mlstack.ingest.images"
+    kafka.create_topics(topic)
+    images = payloads.synthetic_images(INGEST_RECORDS, seed=3)
+    kafka.produce(
+        topic,
+        (
+            (
+                None,
+                record_message(i % 10, pixels=image)
+                if i % 2
+                else record_message(i % 10, image=payloads.encode_image(image)),
+            )
+            for i, image in enumerate(images)
+        ),
+    )
+    output = workdir / "ingest-shards"
+    shutil.rmtree(output, ignore_errors=True)
+    manifest = output / "manifest.json"
+    ingester = start_service(
+        "stream-ingest",
+        ["--bootstrap-servers", kafka.bootstrap, "--output", str(output), "--shard-size", str(INGEST_SHARD),
+         "--flush-interval-seconds", "1", "--metrics-port", "none"],
+        workdir / "ingest.log",
+    )  # fmt: skip
+    try:
+        progress: list[tuple[float, int]] = []
+
+        def done() -> bool:
+            records = json.loads(manifest.read_text())["records"] if manifest.exists() else 0
+            if records and (not progress or records != progress[-1][1]):
+                progress.append((time.monotonic(), records))
+            return records >= INGEST_RECORDS
+
+        wait_until(done, 600, "every benchmark record in the shards", interval=0.05)
+        # Steady state: from the first committed shard to the last (group join excluded).
+        (start, first), (end, last) = progress[0], progress[-1]
+        return (last - first) / (end - start), last
+    finally:
+        ingester.terminate()
+
+
 def run(workdir: pathlib.Path) -> str:
     load_before = os.getloadavg()[0]
     base = workdir / "models" / MODEL
@@ -117,12 +165,13 @@ def run(workdir: pathlib.Path) -> str:
             f"{on['latency_ms']['p99'] / off['latency_ms']['p99']:.2f}x |"
         )
     rate, count = _worker_throughput(workdir, base)
+    ingest_rate, ingested = _ingest_throughput(workdir)
     (workdir / "serving.json").write_text(
         json.dumps({f"{s}/{'on' if b else 'off'}": r for (s, b), r in measured.items()}, indent=1)
     )
     return "\n".join(
         [
-            "## Serving: development server batching, inference worker",
+            "## Serving: development server batching, inference worker, streaming ingestion",
             "",
             f"`serve-dev` over the test SavedModel (`make_test_savedmodel`), REST, {CONCURRENCY} closed-loop clients for "
             f"{DURATION_S:.0f} s per row, one image per request, client and server on the same machine. "
@@ -144,5 +193,9 @@ def run(workdir: pathlib.Path) -> str:
             f"`infer-worker` end to end (Kafka mock cluster -> worker -> serve-dev without batching -> Kafka), "
             f"{count} requests (half pixels, half PNG), micro-batches of up to {WORKER_BATCH}: "
             f"**{rate:.0f} messages/s** steady state (first to last result).",
+            "",
+            f"`stream-ingest` (Kafka mock cluster -> local shard directory), {ingested} records (half pixels, half "
+            f"PNG), shards of {INGEST_SHARD}, each committed with its offsets: **{ingest_rate:.0f} records/s** "
+            "steady state (first to last committed shard).",
         ]
     )

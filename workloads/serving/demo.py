@@ -25,6 +25,7 @@ from workloads.serving.local_server import start_dev_server
 
 log = logging.getLogger(__name__)
 CHUNK = 100  # images per predict request
+DEMO_IMAGES = 500  # held-out images the demo sends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,3 +110,22 @@ def describe(report: ServeReport) -> str:
         f"the two agree on {100 * s['rest_grpc_agreement']:.1f}%; load test: {load['throughput_rps']:.0f} req/s, "
         f"p99 {latency.get('p99', float('nan')):.1f} ms, {sum(load['errors'].values())} errors"
     )
+
+
+def stage_serve(run: Any) -> None:
+    """The pipeline's last stage: the promoted model through serve-dev, asked over REST and gRPC."""
+    from workloads.data.shards import ShardCache, ShardSet
+
+    images, labels = ShardSet.open(run.values["test"], cache=ShardCache()).read_all()
+    count = min(len(images), DEMO_IMAGES)
+    report = serve_and_query(
+        run.values["model_base_path"],
+        run.config.model_name,
+        np.asarray(images[:count]),
+        np.asarray(labels[:count]),
+        run.workdir / "serving" / "serve-dev",
+    )
+    print(describe(report), flush=True)
+    run.values["serving"] = report.summary
+    run.artifacts["serve-dev answers and load test (serving.json)"] = str(report.report_path)
+    run.artifacts["load test plots"] = str(report.plots[0].parent)

@@ -38,13 +38,15 @@ class ChildCommand:
     log_path: pathlib.Path
 
     @classmethod
-    def start(cls, command: str, args: Sequence[str], log_path: pathlib.Path) -> ChildCommand:
+    def start(
+        cls, command: str, args: Sequence[str], log_path: pathlib.Path, env: dict[str, str] | None = None
+    ) -> ChildCommand:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "workloads", command, "--log-format", "json", *args],
                 cwd=PACKAGE_ROOT,
-                env=child_env(),
+                env={**child_env(), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

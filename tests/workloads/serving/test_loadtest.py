@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from tests.workloads.serving.conftest import MODEL
 from workloads import cli
-from workloads.serving import loadtest, payloads
+from workloads.serving import loadtest
 
 pytestmark = [pytest.mark.xdist_group("dev_server"), pytest.mark.slow]
 
@@ -103,15 +103,31 @@ def test_open_loop_latency_counts_from_the_scheduled_arrival():
     assert latencies[-1] > 0.5 and latencies[0] < 0.2
 
 
-def test_the_demo_stage_serves_the_model_and_answers_alike_over_both_protocols(model_base, tmp_path):
-    from workloads.serving.demo import describe, serve_and_query
+def test_the_pipeline_ends_by_serving_the_promoted_model_over_both_protocols(model_base, tmp_path, capsys):
+    from types import SimpleNamespace
 
-    images = payloads.synthetic_images(30, seed=4)
-    labels = np.arange(30) % 10
-    report = serve_and_query(str(model_base.parent), MODEL, images, labels, tmp_path, load_seconds=1.0)
-    summary = json.loads(report.report_path.read_text())
-    assert summary["model_version"] == 2 and summary["grpc_reported_versions"] == [2]
-    assert summary["rest_grpc_agreement"] == 1.0
+    from workloads import pipeline
+    from workloads.data import datasets
+    from workloads.serving.demo import stage_serve
+
+    assert pipeline.STAGES[-1].run is stage_serve, "make demo must end by serving the model"
+    datasets.ingest_synthetic(
+        str(tmp_path / "data"), train_records=32, test_records=40, seed=0, shard_size=16
+    )
+    run = pipeline.PipelineRun(
+        config=SimpleNamespace(model_name=MODEL),
+        workdir=tmp_path,
+        values={"test": str(tmp_path / "data" / "test"), "model_base_path": str(model_base.parent)},
+    )
+    stage_serve(run)
+    summary = json.loads((tmp_path / "serving" / "serve-dev" / "serving.json").read_text())
+    assert summary == run.values["serving"]
+    assert (
+        summary["images"] == 40 and summary["model_version"] == 2 and summary["grpc_reported_versions"] == [2]
+    )
+    assert summary["rest_grpc_agreement"] == 1.0, (
+        "pixels over REST and PNG over gRPC must give the same classes"
+    )
     assert summary["loadtest"]["succeeded"] > 0 and summary["loadtest"]["errors"] == {}
-    assert all(path.exists() for path in report.plots)
-    assert "version 2" in describe(report)
+    assert all(pathlib.Path(p).exists() for p in run.artifacts.values())
+    assert "served fashion_mnist version 2" in capsys.readouterr().out
