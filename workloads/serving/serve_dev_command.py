@@ -7,7 +7,7 @@ versions under <base path>/<integer>/ by TF Serving's rules, and picks up a prom
 without a restart. It is one Python process; do not put it in front of real traffic.
 
 Examples:
-  python -m workloads serve-dev --model-base-path build/demo/models/fashion_mnist
+  python -m workloads serve-dev --model-base-path build/demo/serving/models/fashion_mnist
   curl localhost:8501/v1/models/fashion_mnist
   python -m workloads serve-dev --model-config-file models.config --enable-batching \\
       --batching-parameters-file batching.config   # files written by `tfs-config`
