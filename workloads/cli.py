@@ -30,6 +30,11 @@ COMMANDS: dict[str, str] = {
     "export": "workloads.commands.export",
     "pipeline": "workloads.commands.pipeline",
     "tfs-config": "workloads.serving.tfs_config_command",
+    "serve-dev": "workloads.serving.serve_dev_command",
+    "predict": "workloads.serving.predict_command",
+    "loadtest": "workloads.serving.loadtest_command",
+    "infer-worker": "workloads.serving.infer_worker_command",
+    "stream-ingest": "workloads.serving.stream_ingest_command",
 }
 
 log = logging.getLogger("workloads")

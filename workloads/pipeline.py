@@ -19,6 +19,7 @@ from typing import Any
 from workloads import fsutil, logs, search, selection, storage
 from workloads.data import datasets
 from workloads.data.shards import ShardCache, ShardSet
+from workloads.serving.demo import stage_serve
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ STAGES: list[Stage] = [
     Stage("select", "evaluate every trained model on the held-out split, rank", stage_select),
     Stage("export", "SavedModel with both signatures, promoted as the next TF Serving version", stage_export),
     Stage("predict", "held-out predictions through the SavedModel's signatures", stage_predict),
+    Stage("serve", "serve-dev serves the promoted model; requests over REST and gRPC", stage_serve),
 ]
 
 

@@ -1,0 +1,204 @@
+"""Streaming ingestion as a real process against real Kafka brokers (librdkafka's mock cluster):
+killed mid-stream and restarted, the shards hold every record exactly once; to S3 (moto_server on
+loopback), and training reads the shards back from there."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import requests
+
+from tests.workloads.serving.kafka import MockKafka
+from tests.workloads.serving.processes import start_service, wait_until
+from workloads.data.shards import MANIFEST_NAME, ShardSet
+from workloads.serving import payloads
+from workloads.serving.ingest_messages import record_message
+
+TOPIC = "mlstack.ingest.images"
+SHARD_SIZE = 100
+REJECTS = [b"{not json", json.dumps({"label": 99, "pixels": [[0] * 28] * 28}).encode(), None]
+
+
+@pytest.fixture
+def kafka() -> MockKafka:
+    cluster = MockKafka()
+    cluster.create_topics(TOPIC)
+    return cluster
+
+
+def indexed_records(count: int) -> list[tuple[bytes, bytes]]:
+    """Record ``i`` carries ``i`` in its first four pixels and label ``i % 10``; half PNG, half pixels."""
+    images = payloads.synthetic_images(count, seed=7)
+    records = []
+    for index, image in enumerate(images):
+        image[0, :4] = np.frombuffer(index.to_bytes(4, "little"), np.uint8)
+        value = (
+            record_message(index % 10, image=payloads.encode_image(image))
+            if index % 2
+            else record_message(index % 10, pixels=image)
+        )
+        records.append((str(index).encode(), value))
+    return records
+
+
+def stored_indices(output: str) -> tuple[list[int], np.ndarray]:
+    images, labels = ShardSet.open(output).read_all()
+    indices = [int.from_bytes(image[0, :4].tobytes(), "little") for image in images]
+    return indices, labels
+
+
+def start_ingester(kafka: MockKafka, output: str, workdir, name: str, *extra: str):
+    ready = workdir / f"{name}.ready.json"
+    service = start_service(
+        "stream-ingest",
+        [
+            "--bootstrap-servers", kafka.bootstrap,
+            "--output", output,
+            "--shard-size", str(SHARD_SIZE),
+            "--metrics-port", "0",
+            "--metrics-host", "127.0.0.1",
+            "--ready-file", str(ready),
+            "--kafka-config", "session.timeout.ms=6000", "heartbeat.interval.ms=500",
+            *extra,
+        ],
+        workdir / f"{name}.log",
+    )  # fmt: skip
+    metrics_port = service.wait_for_ready_file(ready, 120)["metrics_port"]
+    return service, metrics_port
+
+
+def manifest_records(directory) -> int:
+    path = directory / MANIFEST_NAME
+    return json.loads(path.read_text())["records"] if path.exists() else 0
+
+
+@pytest.mark.xdist_group("ingest")
+@pytest.mark.slow
+def test_a_killed_ingester_resumes_and_stores_every_record_exactly_once(kafka, tmp_path):
+    records = indexed_records(3000)
+    stream = list(records)
+    for position, value in zip((450, 1200, 2500), REJECTS, strict=True):
+        stream.insert(position, (b"reject", value))
+    kafka.produce(TOPIC, stream)
+    output = tmp_path / "shards"
+
+    first, _ = start_ingester(kafka, str(output), tmp_path, "first")
+    wait_until(lambda: manifest_records(output) >= 5 * SHARD_SIZE, 120, "five committed shards")
+    first.kill()  # SIGKILL: the open shard and maybe a shard file without its manifest entry are lost
+    at_kill = manifest_records(output)
+    assert at_kill < len(records), "ingestion finished before the kill; the crash was not mid-stream"
+
+    second, metrics_port = start_ingester(
+        kafka, str(output), tmp_path, "second", "--flush-interval-seconds", "1"
+    )
+    wait_until(lambda: manifest_records(output) == len(records), 120, "every record in the shards")
+    metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    assert second.terminate() == 0, second.log()[-3000:]
+
+    indices, labels = stored_indices(str(output))
+    assert sorted(indices) == list(range(len(records))), "a record is missing or stored twice"
+    assert all(label == index % 10 for index, label in zip(indices, labels, strict=True))
+    manifest = json.loads((output / MANIFEST_NAME).read_text())
+    next_offsets = manifest["shards"][-1]["metadata"]["kafka"]["next_offsets"]
+    assert sum(next_offsets.values()) == len(stream), "the last shard's offsets cover the whole topic"
+    assert all(name.startswith("shard-") for name in manifest_files(output)), "no orphan shard files left"
+    assert f"mlstack_ingest_records_total {float(len(records) - at_kill)}" in metrics
+    rejected = [
+        json.loads(line) for line in (first.log() + second.log()).splitlines() if '"msg": "rejected' in line
+    ]
+    assert {r["category"] for r in rejected} == {"invalid_json", "invalid_record"}
+    assert len({r["msg"].split(":")[0] for r in rejected}) == len(REJECTS), (
+        "each reject is logged with its offset"
+    )
+
+    # A restart with nothing new to read changes nothing.
+    third, _ = start_ingester(kafka, str(output), tmp_path, "third", "--flush-interval-seconds", "1")
+    wait_until(lambda: "assigned partitions" in third.log(), 60, "the third ingester to be assigned")
+    assert third.terminate() == 0
+    assert json.loads((output / MANIFEST_NAME).read_text()) == manifest
+
+
+def manifest_files(output) -> list[str]:
+    listed = {entry["file"] for entry in json.loads((output / MANIFEST_NAME).read_text())["shards"]}
+    present = {p.name for p in output.iterdir() if p.name != MANIFEST_NAME}
+    assert present == listed, f"files not in the manifest: {sorted(present - listed)}"
+    return sorted(present)
+
+
+@pytest.mark.xdist_group("ingest")
+@pytest.mark.slow
+def test_ingestion_writes_shards_to_s3_and_training_reads_them_back(kafka, tmp_path, s3_bucket, s3_endpoint):
+    """``s3_bucket`` (tests/workloads/conftest.py): moto_server on loopback, endpoint and test credentials in
+    the environment the child processes inherit."""
+    import boto3
+
+    records = indexed_records(640)
+    kafka.produce(TOPIC, records)
+    output = f"s3://{s3_bucket}/stream/shards/train"
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+
+    def committed() -> int:
+        try:
+            body = s3.get_object(Bucket=s3_bucket, Key="stream/shards/train/manifest.json")["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return 0
+        return json.loads(body)["records"]
+
+    ingester, _ = start_ingester(
+        kafka, output, tmp_path, "s3", "--s3-endpoint", s3_endpoint, "--flush-interval-seconds", "1"
+    )
+    wait_until(lambda: committed() == len(records), 120, "every record in S3")
+    assert ingester.terminate() == 0, ingester.log()[-3000:]
+    indices, _ = stored_indices(output)
+    assert sorted(indices) == list(range(len(records)))
+
+    trainer = start_service(
+        "train",
+        [
+            "--data", output,
+            "--output", str(tmp_path / "trained"),
+            "--epochs", "1",
+            "--batch-size", "64",
+            "--s3-endpoint", s3_endpoint,
+            "--cache-dir", str(tmp_path / "cache"),
+            "--metrics-port", "0",
+        ],
+        tmp_path / "train.log",
+    )  # fmt: skip
+    assert trainer.process.wait(300) == 0, trainer.log()[-4000:]
+    training = json.loads((tmp_path / "trained" / "training.json").read_text())
+    assert training["data"] == output
+    assert training["steps"] == len(records) // 64
+
+
+def test_records_expired_by_retention_before_ingestion_are_counted_and_reported(tmp_path, caplog):
+    """``log_starting_at_100`` stands in for a partition whose first 100 records Kafka's retention deleted
+    while the ingester was down (the mock brokers cannot be told to expire records on demand)."""
+    from confluent_kafka import TopicPartition
+
+    from workloads.data.shards import ShardWriter
+    from workloads.serving.stream_ingest import IngestMetrics, IngestSettings, StreamIngester
+
+    writer = ShardWriter(str(tmp_path), shard_size=4)
+    writer.append(np.zeros((1, 28, 28), np.uint8), [0])
+    writer.commit({"kafka": {"topic": TOPIC, "next_offsets": {"0": 40}}})
+
+    class LogStartingAt100:
+        def __init__(self) -> None:
+            self.assigned: list = []
+
+        def get_watermark_offsets(self, partition, timeout, cached):
+            return 100, 200
+
+        def assign(self, partitions):
+            self.assigned = partitions
+
+    metrics = IngestMetrics()
+    ingester = StreamIngester(IngestSettings(TOPIC, str(tmp_path), 4), LogStartingAt100(), None, metrics)
+    consumer = LogStartingAt100()
+    ingester._on_assign(consumer, [TopicPartition(TOPIC, 0)])
+    assert consumer.assigned[0].offset == 40, "resumes at the manifest's offset; the broker moves it to 100"
+    assert metrics.rejected.labels("expired")._value.get() == 60
+    assert "60 records (offsets 40-99) were deleted by Kafka's retention" in caplog.text
