@@ -138,23 +138,23 @@ class Prometheus:
     def rule_groups(self) -> list[dict[str, Any]]:
         return self.api("rules")["groups"]
 
-    def wait_for_targets(self, jobs: Sequence[str], timeout: float = 30) -> None:
-        """Until every target of ``jobs`` has been scraped successfully at least twice (rates need two samples)."""
+    def wait_for_targets(self, instances: Sequence[str], timeout: float = 30) -> None:
+        """Until every target in ``instances`` (``host:port``) was scraped successfully twice (rates need two samples)."""
         deadline = time.monotonic() + timeout
+        wanted = set(instances)
+        pattern = "|".join(sorted(wanted))
         while True:
-            targets = [target for target in self.targets() if target["labels"]["job"] in jobs]
-            healthy = {target["labels"]["job"] for target in targets if target["health"] == "up"}
-            if healthy >= set(jobs) and all(target["health"] == "up" for target in targets):
-                samples = self.query(f'count_over_time(up{{job=~"{"|".join(jobs)}"}}[1m]) >= 2')
-                if {sample["metric"]["job"] for sample in samples} >= set(jobs):
-                    return
+            samples = self.query(f'count_over_time(up{{instance=~"{pattern}"}}[1m]) >= 2 and up == 1')
+            if {sample["metric"]["instance"] for sample in samples} >= wanted:
+                return
             if time.monotonic() > deadline:
-                states = {
-                    f"{t['labels']['job']} {t['scrapeUrl']}": (t["health"], t.get("lastError"))
-                    for t in targets
-                }
-                raise LoopbackError(f"targets not up within {timeout:.0f}s: {states}")
+                states = {t["scrapeUrl"]: (t["health"], t.get("lastError")) for t in self.targets()}
+                raise LoopbackError(f"targets {sorted(wanted)} not up within {timeout:.0f}s: {states}")
             time.sleep(0.25)
+
+    @property
+    def address(self) -> str:
+        return self.url.removeprefix("http://")
 
 
 def prometheus_config(jobs: Sequence[ScrapeJob], rule_files: Sequence[pathlib.Path]) -> dict[str, Any]:
