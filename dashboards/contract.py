@@ -32,6 +32,8 @@ class Expression:
     origin: str
     expr: str
     kind: str  # "query" (PromQL), "variable" (a Grafana variable query) or "rule"
+    panel: int | None = None
+    ref: str | None = None
 
 
 def load_rule_file(path: pathlib.Path) -> list[dict[str, Any]]:
@@ -143,7 +145,9 @@ def dashboard_expressions(path: pathlib.Path) -> list[Expression]:
         for target in panel.get("targets") or []:
             if "expr" in target:
                 origin = f"panel {panel.get('id')} {panel.get('title')!r} query {target.get('refId')}"
-                found.append(Expression(path, origin, target["expr"], "query"))
+                found.append(
+                    Expression(path, origin, target["expr"], "query", panel.get("id"), target.get("refId"))
+                )
     for variable in (board.get("templating") or {}).get("list") or []:
         if variable.get("type") == "query":
             query = variable.get("query")

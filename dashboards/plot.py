@@ -81,7 +81,7 @@ def draw(
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "short")
         drawn = 0
         for result in results:
-            target = next(t for t in panel["targets"] if t["expr"] == result.expression.expr)
+            target = next(t for t in panel["targets"] if t["refId"] == result.expression.ref)
             for series in result.series:
                 if drawn >= MAX_SERIES:
                     break

@@ -66,12 +66,12 @@ def draw_dashboards(
     drawn = []
     for path, dashboard_results in results.items():
         board = contract.load_dashboard(path)
-        by_panel: dict[str, list[live.QueryResult]] = {}
+        by_panel: dict[int | None, list[live.QueryResult]] = {}
         for result in dashboard_results:
-            by_panel.setdefault(result.expression.origin.split(" query ")[0], []).append(result)
+            by_panel.setdefault(result.expression.panel, []).append(result)
         panels = []
         for panel in board["panels"]:
-            mine = by_panel.get(f"panel {panel['id']} {panel['title']!r}", [])
+            mine = by_panel.get(panel["id"], [])
             if panel["type"] == "timeseries" and mine and all(r.status == "data" for r in mine):
                 panels.append((panel, mine))
         if panels:

@@ -256,3 +256,18 @@ def test_a_metric_list_with_a_bad_name_is_reported_with_file_and_line(tmp_path):
         catalog.CatalogError, match=r"exporter.txt:3: 'bad-name' is not a Prometheus metric name"
     ):
         catalog.exporter_lists(tmp_path)
+
+
+@pytest.mark.parametrize("dashboard", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_multi_value_variables_are_matched_with_regex_operators(dashboard):
+    board = json.loads(dashboard.read_text())
+    names = [v["name"] for v in board["templating"]["list"] if v["type"] == "query"]
+    for expression in contract.dashboard_expressions(dashboard):
+        for name in names:
+            uses = re.findall(rf'(=~|!~|=|!=)\s*"\${name}"', expression.expr)
+            assert all(op in ("=~", "!~") for op in uses), (
+                f"{expression.origin}: ${name} needs =~ (All is .*)"
+            )
+            assert expression.expr.count(f"${name}") == len(uses), (
+                f"{expression.origin}: ${name} outside a matcher"
+            )

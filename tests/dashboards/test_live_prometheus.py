@@ -16,7 +16,7 @@ from .conftest import DASHBOARD_FILES, RULE_FILES
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live-prometheus")]
 # Seconds of data to collect: enough for rate() over $__rate_interval (4 s here) to have points.
-COLLECT_SECONDS = 6
+COLLECT_SECONDS = 4
 
 
 @pytest.fixture(scope="module")
