@@ -17,7 +17,7 @@ import pathlib
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from dashboards import catalog, contract, live, loopback, plot
 from dashboards.generate import GRAFANA_DIR, PROMETHEUS_DIR, ROOT
@@ -37,15 +37,31 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(workdir: pathlib.Path, dead_nodes: Sequence[str] = ()) -> Iterator[Stack]:
-    """node_exporter and Prometheus (with the generated rules) on loopback. ``dead_nodes`` (``host:port``
-    where nothing listens) are scraped as node_exporter targets too, to exercise NodeDown."""
+def stack(
+    workdir: pathlib.Path,
+    dead_nodes: Sequence[str] = (),
+    jobs: Sequence[loopback.ScrapeJob] = (),
+    exported_here: Mapping[str, set[str]] | None = None,
+) -> Iterator[Stack]:
+    """node_exporter and Prometheus (with the generated rules) on loopback.
+
+    ``jobs`` are more sources running here (training workers, the development server); their targets
+    must be up before this yields, and ``exported_here`` names what each must export (e.g. the
+    training metrics of docs/interfaces.md), so a name they fail to export fails the live checks.
+    ``dead_nodes`` (``host:port`` where nothing listens) are scraped as node_exporter targets too,
+    to exercise NodeDown.
+    """
     with loopback.node_exporter(workdir) as node_address:
-        exported = {"node_exporter": catalog.scrape_names(f"http://{node_address}/metrics")}
-        jobs = [loopback.ScrapeJob(DEPLOYMENT.node_exporter_job, [node_address, *dead_nodes])]
-        with loopback.prometheus(workdir / "prometheus", jobs, RULE_FILES) as prometheus:
+        exported = {
+            "node_exporter": catalog.scrape_names(f"http://{node_address}/metrics"),
+            **(exported_here or {}),
+        }
+        scraped = [loopback.ScrapeJob(DEPLOYMENT.node_exporter_job, [node_address, *dead_nodes]), *jobs]
+        with loopback.prometheus(workdir / "prometheus", scraped, RULE_FILES) as prometheus:
             started = time.time()
-            prometheus.wait_for_targets([prometheus.address, node_address])
+            prometheus.wait_for_targets(
+                [prometheus.address, node_address, *(t for job in jobs for t in job.targets)]
+            )
             yield Stack(prometheus, started, exported)
 
 
