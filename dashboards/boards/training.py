@@ -1,0 +1,111 @@
+"""Training: throughput per worker and per run, loss, step time, checkpoints and restarts.
+
+The workers' metrics are listed in docs/interfaces.md (labels ``run``, ``framework``, ``rank``).
+"""
+
+from __future__ import annotations
+
+from dashboards.expr import quantile, sum_rate
+from dashboards.panels import Board, Graph, Query, Row, Stat, Variable
+from dashboards.params import DEPLOYMENT, THRESHOLDS
+from dashboards.rules.training import NEWEST_CHECKPOINT
+
+RUN = '{run=~"$run"}'
+WORKER_LEGEND = "{{run}} rank {{rank}}"
+
+
+def board() -> Board:
+    checkpoint_age = f"time() - {NEWEST_CHECKPOINT}{RUN}"
+    summary = Row(
+        "Runs",
+        [
+            Stat(
+                "Samples/s, all workers",
+                "Training samples processed per second by every selected run's workers together.",
+                Query(sum_rate("mlstack_train_samples_total", RUN)),
+                unit="short",
+            ),
+            Stat(
+                "Optimizer steps",
+                "Steps completed by the furthest worker of the selected runs.",
+                Query(f"max(mlstack_train_steps_total{RUN})"),
+            ),
+            Stat(
+                "Epoch",
+                "Current epoch of the selected runs.",
+                Query(f"max(mlstack_train_epoch{RUN})"),
+            ),
+            Stat(
+                "Checkpoint age",
+                "Time since the newest checkpoint of the selected runs; red at the TrainingCheckpointTooOld threshold.",
+                Query(f"min({checkpoint_age})"),
+                unit="s",
+                thresholds=[(THRESHOLDS.checkpoint_max_age_seconds, "red")],
+            ),
+        ],
+    )
+    workers = Row(
+        "Workers",
+        [
+            Graph(
+                "Samples/s per worker and per run",
+                "Throughput of each worker, and the total of each run; a worker far below its peers is a straggler.",
+                [
+                    Query(sum_rate("mlstack_train_samples_total", RUN, ["run", "rank"]), WORKER_LEGEND),
+                    Query(sum_rate("mlstack_train_samples_total", RUN, ["run"]), "{{run}} total"),
+                ],
+            ),
+            Graph(
+                "Loss",
+                "Loss of each worker's last step.",
+                [Query(f"mlstack_train_loss{RUN}", WORKER_LEGEND)],
+            ),
+            Graph(
+                "Step time",
+                "Wall time of one optimizer step: median and 95th percentile per run.",
+                [
+                    Query(quantile(0.5, "mlstack_train_step_duration_seconds", RUN, ["run"]), "{{run}} p50"),
+                    Query(quantile(0.95, "mlstack_train_step_duration_seconds", RUN, ["run"]), "{{run}} p95"),
+                ],
+                unit="s",
+                min=0,
+            ),
+            Graph(
+                "Checkpoint age",
+                "Time since each run's newest checkpoint was written or restored (the series TrainingCheckpointTooOld watches).",
+                [Query(checkpoint_age, "{{run}}")],
+                unit="s",
+                min=0,
+            ),
+            Graph(
+                "Restarts in the last hour",
+                "Worker process restarts seen by the workers' start time, and container restarts seen by Kubernetes.",
+                [
+                    Query(
+                        f"sum by (run) (changes(mlstack_train_start_timestamp_seconds{RUN}[1h]))",
+                        "{{run}} workers",
+                    ),
+                    Query(
+                        "sum by (pod) (increase(kube_pod_container_status_restarts_total"
+                        f'{{namespace="{DEPLOYMENT.training_namespace}"}}[1h]))',
+                        "{{pod}} container",
+                    ),
+                ],
+                min=0,
+            ),
+            Graph(
+                "Resumed from step",
+                "Step each worker resumed from when it started (0 = a fresh start).",
+                [Query(f"mlstack_train_resumed_step{RUN}", WORKER_LEGEND)],
+                min=0,
+            ),
+        ],
+    )
+    return Board(
+        uid="mlstack-training",
+        title="mlstack / Training",
+        description="Distributed training runs: throughput, loss, step time, checkpoints and restarts.",
+        rows=[summary, workers],
+        variables=[Variable("run", "Run", "label_values(mlstack_train_steps_total, run)")],
+        tags=("mlstack", "training"),
+    )

@@ -1,0 +1,72 @@
+"""Data-tier alerts: Kafka replication and consumer lag, HDFS capacity and missing blocks.
+
+The names are the ones docs/interfaces.md asks the Kafka and HDFS roles' exporters to produce
+(JMX exporter rules on the brokers and the NameNode, kafka_exporter for consumer-group lag).
+"""
+
+from __future__ import annotations
+
+from dashboards.params import DEPLOYMENT, THRESHOLDS
+from dashboards.rules.model import Alert, Recording, RuleGroup
+
+
+def group() -> RuleGroup:
+    t = THRESHOLDS
+    lag = "consumergroup_topic:kafka_consumergroup_lag:sum"
+    free = "instance:hdfs_namenode_capacity_remaining_bytes:ratio"
+    return RuleGroup(
+        name="mlstack-data",
+        recordings=(
+            Recording(
+                lag,
+                f'sum by (consumergroup, topic) (kafka_consumergroup_lag{{topic=~"{DEPLOYMENT.kafka_topic_pattern}"}})',
+            ),
+            Recording(free, "hdfs_namenode_capacity_remaining_bytes / hdfs_namenode_capacity_total_bytes"),
+        ),
+        alerts=(
+            Alert(
+                "KafkaUnderReplicatedPartitions",
+                "kafka_server_replicamanager_underreplicatedpartitions > 0",
+                for_=t.kafka_under_replicated_for,
+                severity="warning",
+                summary="Kafka partitions are under-replicated.",
+                description=(
+                    "Broker {{ $labels.instance }} leads {{ $value }} partitions with fewer in-sync replicas than "
+                    f"replicas for {t.kafka_under_replicated_for}; one more broker failure may lose data."
+                ),
+            ),
+            Alert(
+                "KafkaConsumerLagHigh",
+                f"{lag} > {t.kafka_consumer_lag_messages:g}",
+                for_=t.kafka_consumer_lag_for,
+                severity="warning",
+                summary="A Kafka consumer group falls behind.",
+                description=(
+                    "Consumer group {{ $labels.consumergroup }} is {{ $value }} messages behind on topic "
+                    f"{{{{ $labels.topic }}}} (limit {t.kafka_consumer_lag_messages:g})."
+                ),
+            ),
+            Alert(
+                "HdfsCapacityLow",
+                f"{free} < {t.hdfs_free_ratio:g}",
+                for_=t.hdfs_capacity_for,
+                severity="warning",
+                summary="HDFS is running out of space.",
+                description=(
+                    "Only {{ $value | humanizePercentage }} of the HDFS capacity behind NameNode "
+                    f"{{{{ $labels.instance }}}} is free (limit {t.hdfs_free_ratio:g})."
+                ),
+            ),
+            Alert(
+                "HdfsMissingBlocks",
+                "hdfs_namenode_missing_blocks > 0",
+                for_=t.hdfs_missing_blocks_for,
+                severity="critical",
+                summary="HDFS has blocks with no live replica.",
+                description=(
+                    "NameNode {{ $labels.instance }} reports {{ $value }} missing blocks: files that use them "
+                    "cannot be read until a DataNode holding a replica returns."
+                ),
+            ),
+        ),
+    )

@@ -1,0 +1,70 @@
+"""Training alerts: runs that stopped stepping and runs whose checkpoints are too old.
+
+A run is the ``run`` label every training worker exports (docs/interfaces.md). A run that ends
+takes its series with it, so these alerts only concern runs that are still alive.
+"""
+
+from __future__ import annotations
+
+from dashboards.params import THRESHOLDS
+from dashboards.rules.model import Alert, Recording, RuleGroup, promql, seconds
+
+# Shared with the training dashboard, so the panel and the alert agree on a run's checkpoint age.
+NEWEST_CHECKPOINT = "run:mlstack_train_last_checkpoint_timestamp_seconds:max"
+
+
+def group() -> RuleGroup:
+    t = THRESHOLDS
+    steps = f"run:mlstack_train_steps:rate{t.training_stall_window}"
+    newest_start = "run:mlstack_train_start_timestamp_seconds:max"
+    newest_checkpoint = NEWEST_CHECKPOINT
+    stall_seconds = seconds(t.training_stall_window)
+    max_age = f"{t.checkpoint_max_age_seconds:g}"
+    return RuleGroup(
+        name="mlstack-training",
+        recordings=(
+            Recording(steps, f"sum by (run) (rate(mlstack_train_steps_total[{t.training_stall_window}]))"),
+            Recording(newest_start, "max by (run) (mlstack_train_start_timestamp_seconds)"),
+            # Only workers that wrote or restored a checkpoint report a positive timestamp.
+            Recording(
+                newest_checkpoint, "max by (run) (mlstack_train_last_checkpoint_timestamp_seconds > 0)"
+            ),
+        ),
+        alerts=(
+            Alert(
+                "TrainingStalled",
+                promql(f"""
+                    {steps} == 0
+                    and on (run)
+                    (time() - {newest_start} > {stall_seconds})
+                """),
+                for_=t.training_stall_for,
+                severity="critical",
+                summary="A training run stopped making progress.",
+                description=(
+                    f"Run {{{{ $labels.run }}}} completed no optimizer step in the last {t.training_stall_window} "
+                    "although its workers are still running."
+                ),
+            ),
+            Alert(
+                "TrainingCheckpointTooOld",
+                promql(f"""
+                    (time() - {newest_checkpoint} > {max_age})
+                    or
+                    (
+                      (time() - {newest_start} > {max_age})
+                      unless on (run)
+                      {newest_checkpoint}
+                    )
+                """),
+                for_=t.checkpoint_age_for,
+                severity="warning",
+                summary="A training run has not checkpointed for too long.",
+                description=(
+                    "Run {{ $labels.run }} has no checkpoint newer than "
+                    "{{ $value | humanizeDuration }} (limit "
+                    f"{t.checkpoint_max_age_seconds:g}s); a failure now would lose that much work."
+                ),
+            ),
+        ),
+    )
