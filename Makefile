@@ -16,7 +16,7 @@ ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
 DATA ?=
 DEMO_DIR ?= build/demo
 
-.PHONY: help demo test lint pytest bench system-deps clean
+.PHONY: help demo test lint pytest bench snapshots system-deps clean
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ test: lint pytest ## Install, lint and run every test this machine can run
 
 bench: $(VENV)/.deps-all system-deps ## Run the benchmarks and rewrite docs/benchmarks.md (ONLY=name to run one)
 	$(BIN)/python -m tests.bench.run $(if $(ONLY),--only $(ONLY))
+
+snapshots: $(VENV)/.deps-all system-deps ## Redraw the dashboard pictures in docs/images from a live local run
+	$(BIN)/python -m dashboards.snapshot
 
 clean: ## Remove build output (keeps the virtual environment)
 	rm -rf build .pytest_cache .ruff_cache

@@ -181,11 +181,13 @@ def unknown_metric_problems(expressions: Iterable[Expression], known: Mapping[st
 
 def substitute_variables(expr: str, rate_interval: str) -> str:
     """A dashboard query as Prometheus would receive it: ``$__rate_interval`` -> ``rate_interval``, and every
-    other variable -> ``.*`` (the "All" value of mlstack's multi-value variables)."""
+    other variable -> ``.+``: any value, as when one is selected, but the label must exist. (Grafana's
+    "All" is ``.*``, which also matches a series *without* the label, so a typo in a label name would
+    still return data.)"""
 
     def value(match: re.Match[str]) -> str:
         name = next(group for group in match.groups() if group)
-        return rate_interval if name == "__rate_interval" else ".*"
+        return rate_interval if name == "__rate_interval" else ".+"
 
     return GRAFANA_VARIABLE.sub(value, expr)
 

@@ -1,7 +1,8 @@
 """Checks the generated dashboards and rules against a real, running Prometheus.
 
-Given a Prometheus that scrapes whatever runs here (node_exporter, itself, the training workers, the
-development server) and evaluates the generated rules, this module sorts every dashboard query:
+Given a Prometheus that scrapes whatever runs here (node_exporter, itself, and the workloads of
+:mod:`dashboards.scenario`: the training workers, the development server, the Kafka services) and
+evaluates the generated rules, this module sorts every dashboard query:
 
 - **data**: all its metrics exist in this Prometheus, and ``query_range`` returned samples;
 - **no data**: all its metrics exist here, yet the query matched nothing (a wrong label, job or

@@ -4,6 +4,11 @@ Both are the Debian packages' binaries (``prometheus``, ``prometheus-node-export
 free ports with a generated configuration and a temporary storage directory, and stopped (by their
 own process ids) when the ``with`` block ends. Prometheus scrapes every second and evaluates the
 generated rule files every second, so a few seconds of real traffic give every panel data.
+
+Every scrape job finds its targets in a file (Prometheus's file-based service discovery), so a
+target that starts later, on a port only known once it runs (a training worker on ``--metrics-port 0``),
+joins the running Prometheus the way a new pod joins through Kubernetes discovery:
+:meth:`Prometheus.set_targets`.
 """
 
 from __future__ import annotations
@@ -100,18 +105,34 @@ def node_exporter(workdir: pathlib.Path, timeout: float = 20) -> Iterator[str]:
 
 @dataclasses.dataclass(frozen=True)
 class ScrapeJob:
-    """One Prometheus job: its name (the ``job`` label) and ``host:port`` targets."""
+    """One Prometheus job: its name (the ``job`` label), its first ``host:port`` targets (more can
+    come later, see :meth:`Prometheus.set_targets`) and the path its targets serve metrics on."""
 
     name: str
-    targets: Sequence[str]
+    targets: Sequence[str] = ()
     metrics_path: str = "/metrics"
+
+
+def _write_targets(path: pathlib.Path, targets: Sequence[str]) -> None:
+    """A file_sd target file, replaced atomically so Prometheus never reads half of one."""
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps([{"targets": sorted(targets)}]), encoding="utf-8")
+    staging.replace(path)
 
 
 class Prometheus:
     """Client for the HTTP API of a running Prometheus."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, targets_dir: pathlib.Path | None = None) -> None:
         self.url = url
+        self.targets_dir = targets_dir
+
+    def set_targets(self, job: str, targets: Sequence[str]) -> None:
+        """Replaces the targets of ``job`` (one of the jobs it was started with); Prometheus follows within a second."""
+        path = self.targets_dir / f"{job}.json" if self.targets_dir else None
+        if path is None or not path.exists():
+            raise LoopbackError(f"Prometheus at {self.url} has no scrape job {job!r} with a target file")
+        _write_targets(path, targets)
 
     def api(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode(params)
@@ -157,7 +178,10 @@ class Prometheus:
         return self.url.removeprefix("http://")
 
 
-def prometheus_config(jobs: Sequence[ScrapeJob], rule_files: Sequence[pathlib.Path]) -> dict[str, Any]:
+def prometheus_config(
+    jobs: Sequence[ScrapeJob], rule_files: Sequence[pathlib.Path], targets_dir: pathlib.Path
+) -> dict[str, Any]:
+    """Scrape and evaluate every second; each job reads its targets from ``targets_dir/<job>.json``."""
     interval = f"{SCRAPE_INTERVAL_SECONDS}s"
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
@@ -166,7 +190,10 @@ def prometheus_config(jobs: Sequence[ScrapeJob], rule_files: Sequence[pathlib.Pa
             {
                 "job_name": job.name,
                 "metrics_path": job.metrics_path,
-                "static_configs": [{"targets": list(job.targets)}],
+                # Prometheus watches the file; the refresh interval is only the fallback.
+                "file_sd_configs": [
+                    {"files": [str(targets_dir / f"{job.name}.json")], "refresh_interval": interval}
+                ],
             }
             for job in jobs
         ],
@@ -182,9 +209,15 @@ def prometheus(
 ) -> Iterator[Prometheus]:
     """Runs Prometheus on a free loopback port, scraping ``jobs`` (plus itself as job ``prometheus``)."""
     port = free_port()
-    self_job = ScrapeJob("prometheus", [f"127.0.0.1:{port}"])
-    config = prometheus_config([self_job, *jobs], rule_files)
-    workdir.mkdir(parents=True, exist_ok=True)
+    jobs = [ScrapeJob("prometheus", [f"127.0.0.1:{port}"]), *jobs]
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise LoopbackError(f"scrape job names must differ: {names}")
+    targets_dir = workdir / "targets"
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        _write_targets(targets_dir / f"{job.name}.json", job.targets)
+    config = prometheus_config(jobs, rule_files, targets_dir)
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=True), encoding="utf-8")
     check = subprocess.run(
@@ -206,4 +239,4 @@ def prometheus(
     url = f"http://127.0.0.1:{port}"
     # /-/ready answers 503 until the TSDB is open and the rules are loaded.
     with _process(args, workdir / "prometheus.log", f"{url}/-/ready", timeout):
-        yield Prometheus(url)
+        yield Prometheus(url, targets_dir)

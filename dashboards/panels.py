@@ -34,7 +34,7 @@ class Query:
 
 @dataclasses.dataclass(frozen=True)
 class Graph:
-    """A time series panel."""
+    """A time series panel; ``log_scale`` draws the y axis in powers of ten (for values that span decades)."""
 
     title: str
     description: str
@@ -44,6 +44,11 @@ class Graph:
     min: float | None = None
     max: float | None = None
     width: int = 12
+    log_scale: bool = False
+
+    def __post_init__(self) -> None:
+        if self.log_scale and self.min is not None and self.min <= 0:
+            raise ValueError(f"panel {self.title!r}: a log scale cannot start at {self.min}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +124,10 @@ def _graph(spec: Graph, panel_id: int, height: int) -> timeseries.Panel:
             .show_legend(True)
         )
     )
+    if spec.log_scale:
+        panel = panel.scale_distribution(
+            common_builders.ScaleDistributionConfig().type(common.ScaleDistribution.LOG).log(10)
+        )
     if spec.stacked:
         panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     if spec.min is not None:

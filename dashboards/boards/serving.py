@@ -78,7 +78,8 @@ def board() -> Board:
             ),
             Graph(
                 "Request latency",
-                "Median and 99th percentile request latency per model, against the p99 budget.",
+                "Median and 99th percentile request latency per model, against the p99 budget "
+                "(log scale: latencies sit decades below the budget until they approach it).",
                 [
                     Query(
                         quantile(0.5, LATENCY, MODEL, ["model_name"], divide_by=MICROSECONDS),
@@ -91,7 +92,7 @@ def board() -> Board:
                     Query(f"vector({THRESHOLDS.serving_p99_latency_budget_seconds:g})", "p99 budget"),
                 ],
                 unit="s",
-                min=0,
+                log_scale=True,
             ),
             Graph(
                 "Model run time",

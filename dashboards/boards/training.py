@@ -57,8 +57,13 @@ def board() -> Board:
             ),
             Graph(
                 "Loss",
-                "Loss of each worker's last step.",
-                [Query(f"mlstack_train_loss{RUN}", WORKER_LEGEND)],
+                "Loss of each worker's last step, from its first step on (the gauge reads 0 before it).",
+                [
+                    Query(
+                        f"mlstack_train_loss{RUN} and on (run, rank) mlstack_train_steps_total{RUN} > 0",
+                        WORKER_LEGEND,
+                    )
+                ],
             ),
             Graph(
                 "Step time",

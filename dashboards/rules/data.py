@@ -6,12 +6,12 @@ The names are the ones docs/interfaces.md asks the Kafka and HDFS roles' exporte
 
 from __future__ import annotations
 
-from dashboards.params import DEPLOYMENT, THRESHOLDS
+from dashboards.params import DEPLOYMENT, THRESHOLDS, Thresholds
 from dashboards.rules.model import Alert, Recording, RuleGroup
 
 
-def group() -> RuleGroup:
-    t = THRESHOLDS
+def group(t: Thresholds = THRESHOLDS) -> RuleGroup:
+    """The group at thresholds ``t`` (the integration test evaluates alerts at other thresholds live)."""
     lag = "consumergroup_topic:kafka_consumergroup_lag:sum"
     free = "instance:hdfs_namenode_capacity_remaining_bytes:ratio"
     return RuleGroup(

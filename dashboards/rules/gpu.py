@@ -7,14 +7,14 @@ the ``namespace``/``pod``/``container`` that holds the GPU (its Kubernetes pod m
 
 from __future__ import annotations
 
-from dashboards.params import DEPLOYMENT, THRESHOLDS
+from dashboards.params import DEPLOYMENT, THRESHOLDS, Thresholds
 from dashboards.rules.model import Alert, Recording, RuleGroup, promql
 
 GPU = "GPU {{ $labels.gpu }} ({{ $labels.modelName }}, {{ $labels.UUID }}) on {{ $labels.Hostname }}"
 
 
-def group() -> RuleGroup:
-    t = THRESHOLDS
+def group(t: Thresholds = THRESHOLDS) -> RuleGroup:
+    """The group at thresholds ``t`` (the integration test evaluates alerts at other thresholds live)."""
     pod_utilisation = f"namespace_pod:DCGM_FI_DEV_GPU_UTIL:avg{t.gpu_idle_window}"
     return RuleGroup(
         name="mlstack-gpu",

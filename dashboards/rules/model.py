@@ -98,6 +98,12 @@ class RuleGroup:
     recordings: tuple[Recording, ...]
     alerts: tuple[Alert, ...]
 
+    def alert(self, name: str) -> Alert:
+        for alert in self.alerts:
+            if alert.name == name:
+                return alert
+        raise KeyError(f"rule group {self.name} has no alert {name}")
+
     def to_dict(self) -> dict[str, Any]:
         rules = [rule.to_dict() for rule in self.recordings] + [alert.to_dict() for alert in self.alerts]
         return {"groups": [{"name": self.name, "rules": rules}]}

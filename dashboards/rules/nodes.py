@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dashboards.params import DEPLOYMENT, THRESHOLDS
+from dashboards.params import DEPLOYMENT, THRESHOLDS, Thresholds
 from dashboards.rules.model import Alert, RuleGroup
 
 
-def group() -> RuleGroup:
+def group(t: Thresholds = THRESHOLDS) -> RuleGroup:
+    """The group at thresholds ``t`` (the integration test evaluates alerts at other thresholds live)."""
     node = f'job="{DEPLOYMENT.node_exporter_job}"'
     return RuleGroup(
         name="mlstack-nodes",
@@ -15,12 +16,12 @@ def group() -> RuleGroup:
             Alert(
                 "NodeDown",
                 f"up{{{node}}} == 0",
-                for_=THRESHOLDS.node_down_for,
+                for_=t.node_down_for,
                 severity="critical",
                 summary="Prometheus cannot scrape a node.",
                 description=(
                     "node_exporter on {{ $labels.instance }} has not answered Prometheus for "
-                    f"{THRESHOLDS.node_down_for}: the node is down, unreachable or its exporter stopped."
+                    f"{t.node_down_for}: the node is down, unreachable or its exporter stopped."
                 ),
             ),
         ),

@@ -7,7 +7,7 @@ quantiles divide by 1e6, so every rule and threshold here is in seconds.
 from __future__ import annotations
 
 from dashboards.expr import sum_rate
-from dashboards.params import DEPLOYMENT, THRESHOLDS
+from dashboards.params import DEPLOYMENT, THRESHOLDS, Thresholds
 from dashboards.rules.model import Alert, Recording, RuleGroup, promql
 
 BY_STATUS = "model_name_status:tensorflow_serving_request_count:rate5m"
@@ -17,8 +17,8 @@ BUCKETS = "model_name_le:tensorflow_serving_request_latency_bucket:rate5m"
 LATENCY = "model_name:tensorflow_serving_request_latency_seconds:histogram_quantile"
 
 
-def group() -> RuleGroup:
-    t = THRESHOLDS
+def group(t: Thresholds = THRESHOLDS) -> RuleGroup:
+    """The group at thresholds ``t`` (the integration test evaluates alerts at other thresholds live)."""
     hpa = f'{{namespace="{DEPLOYMENT.serving_namespace}"}}'
     hpa_match = "on (namespace, horizontalpodautoscaler)"
     quantiles = tuple(

@@ -6,17 +6,23 @@ takes its series with it, so these alerts only concern runs that are still alive
 
 from __future__ import annotations
 
-from dashboards.params import THRESHOLDS
+from dashboards.params import THRESHOLDS, Thresholds
 from dashboards.rules.model import Alert, Recording, RuleGroup, promql, seconds
 
 # Shared with the training dashboard, so the panel and the alert agree on a run's checkpoint age.
 NEWEST_CHECKPOINT = "run:mlstack_train_last_checkpoint_timestamp_seconds:max"
+NEWEST_START = "run:mlstack_train_start_timestamp_seconds:max"
 
 
-def group() -> RuleGroup:
-    t = THRESHOLDS
-    steps = f"run:mlstack_train_steps:rate{t.training_stall_window}"
-    newest_start = "run:mlstack_train_start_timestamp_seconds:max"
+def step_rate(t: Thresholds = THRESHOLDS) -> str:
+    """The recorded steps per second of each run over the stall window (what TrainingStalled compares with 0)."""
+    return f"run:mlstack_train_steps:rate{t.training_stall_window}"
+
+
+def group(t: Thresholds = THRESHOLDS) -> RuleGroup:
+    """The group at thresholds ``t`` (the integration test evaluates alerts at other thresholds live)."""
+    steps = step_rate(t)
+    newest_start = NEWEST_START
     newest_checkpoint = NEWEST_CHECKPOINT
     stall_seconds = seconds(t.training_stall_window)
     max_age = f"{t.checkpoint_max_age_seconds:g}"

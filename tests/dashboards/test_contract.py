@@ -271,3 +271,8 @@ def test_multi_value_variables_are_matched_with_regex_operators(dashboard):
             assert expression.expr.count(f"${name}") == len(uses), (
                 f"{expression.origin}: ${name} outside a matcher"
             )
+
+
+def test_variables_become_a_value_that_requires_the_label():
+    # Grafana's "All" (.*) also matches series without the label, which would hide a label-name typo.
+    assert contract.substitute_variables('up{run=~"$run"}[$__rate_interval]', "4s") == 'up{run=~".+"}[4s]'

@@ -9,6 +9,7 @@ import yaml
 
 from dashboards import generate
 from dashboards.boards import all_boards
+from dashboards.panels import Graph, Query
 from dashboards.rules import all_groups
 
 from .conftest import DASHBOARD_FILES, ROOT, RULE_FILES
@@ -95,3 +96,8 @@ def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
         generate.write_atomic(target, "new\n")
     assert target.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir()] == ["board.json"], "temporary file left behind"
+
+
+def test_a_log_scale_graph_cannot_start_at_zero():
+    with pytest.raises(ValueError, match="'Latency'"):
+        Graph("Latency", "", [Query("up")], log_scale=True, min=0)
