@@ -39,18 +39,18 @@ class TrainingMetrics:
         self.samples = labelled(
             Counter("mlstack_train_samples", "Training samples processed by this worker", **common)
         )
-        self.loss = labelled(Gauge("mlstack_train_loss", "Loss of the last step", **common))
+        # Loss and checkpoint time have no honest value before the first step / checkpoint, so their
+        # series appear with the first real value instead of reading 0 (a perfect loss, a 1970 checkpoint).
+        self._loss = Gauge("mlstack_train_loss", "Loss of the last step", **common)
         self.step_duration = labelled(
             Histogram(
                 "mlstack_train_step_duration_seconds", "Wall time of one step", buckets=STEP_BUCKETS, **common
             )
         )
-        self.last_checkpoint = labelled(
-            Gauge(
-                "mlstack_train_last_checkpoint_timestamp_seconds",
-                "Unix time of the last checkpoint written (chief) or restored",
-                **common,
-            )
+        self._last_checkpoint = Gauge(
+            "mlstack_train_last_checkpoint_timestamp_seconds",
+            "Unix time of the last checkpoint written (chief) or restored",
+            **common,
         )
         self.epoch = labelled(Gauge("mlstack_train_epoch", "Current epoch", **common))
         self.start_time = labelled(
@@ -91,14 +91,14 @@ class TrainingMetrics:
     def record_step(self, loss: float, samples: int, seconds: float) -> None:
         self.steps.inc()
         self.samples.inc(samples)
-        self.loss.set(loss)
+        self._loss.labels(**self.labels).set(loss)
         self.step_duration.observe(seconds)
 
     def record_epoch(self, epoch: int) -> None:
         self.epoch.set(epoch)
 
     def record_checkpoint(self, timestamp: float | None = None) -> None:
-        self.last_checkpoint.set(time.time() if timestamp is None else timestamp)
+        self._last_checkpoint.labels(**self.labels).set(time.time() if timestamp is None else timestamp)
 
     def record_resume(self, step: int) -> None:
         self.resumed_step.set(step)

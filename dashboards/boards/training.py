@@ -57,10 +57,10 @@ def board() -> Board:
             ),
             Graph(
                 "Loss",
-                "Loss of each worker's last step, from its first step on (the gauge reads 0 before it).",
+                "Loss of each worker's last step (the series starts with the first step).",
                 [
                     Query(
-                        f"mlstack_train_loss{RUN} and on (run, rank) mlstack_train_steps_total{RUN} > 0",
+                        f"mlstack_train_loss{RUN}",
                         WORKER_LEGEND,
                     )
                 ],

@@ -28,6 +28,7 @@ def test_every_documented_metric_is_exposed_with_run_framework_and_rank_labels()
     port = metrics.serve(0, address="127.0.0.1")
     try:
         metrics.record_step(loss=0.5, samples=32, seconds=0.02)
+        metrics.record_checkpoint()
         text = scrape(port)
     finally:
         metrics.close()
@@ -59,6 +60,22 @@ def test_steps_samples_and_loss_are_recorded():
     assert f"mlstack_train_loss{{{labels}}} 1.0" in text
     assert f"mlstack_train_resumed_step{{{labels}}} 40.0" in text
     assert f"mlstack_train_step_duration_seconds_count{{{labels}}} 2.0" in text
+
+
+def test_loss_and_checkpoint_time_have_no_series_before_their_first_value():
+    metrics = TrainingMetrics("r", "tensorflow", 0)
+    port = metrics.serve(0, address="127.0.0.1")
+    try:
+        before = scrape(port)
+        metrics.record_step(loss=0.7, samples=8, seconds=0.01)
+        metrics.record_checkpoint(timestamp=1_800_000_000.0)
+        after = scrape(port)
+    finally:
+        metrics.close()
+    for name in ("mlstack_train_loss{", "mlstack_train_last_checkpoint_timestamp_seconds{"):
+        assert name not in before, f"{name} reads a made-up value before it has one"
+        assert name in after
+    assert 'mlstack_train_last_checkpoint_timestamp_seconds{framework="tensorflow",rank="0",run="r"} 1.8e+09' in after
 
 
 def test_port_zero_binds_distinct_free_ports():
