@@ -75,7 +75,10 @@ def test_loss_and_checkpoint_time_have_no_series_before_their_first_value():
     for name in ("mlstack_train_loss{", "mlstack_train_last_checkpoint_timestamp_seconds{"):
         assert name not in before, f"{name} reads a made-up value before it has one"
         assert name in after
-    assert 'mlstack_train_last_checkpoint_timestamp_seconds{framework="tensorflow",rank="0",run="r"} 1.8e+09' in after
+    assert (
+        'mlstack_train_last_checkpoint_timestamp_seconds{framework="tensorflow",rank="0",run="r"} 1.8e+09'
+        in after
+    )
 
 
 def test_port_zero_binds_distinct_free_ports():

@@ -414,9 +414,9 @@ class _Trainer:
         epoch, batch = batches.position(step)
         if self.info.is_chief:
             store.save(step, epoch, batch, write, extra=self._identity(records))
-            self.metrics.record_checkpoint()
         else:
             store.save_scratch(write)
+        self.metrics.record_checkpoint()  # every worker takes part in the save, so each reports it
 
     def _write_model(
         self, model: Any, start_step: int, step: int, history: dict[int, list[float]], digest: str
