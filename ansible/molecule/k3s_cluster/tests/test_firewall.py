@@ -43,3 +43,11 @@ def test_a_port_no_service_opened_stays_closed(host):
         )
     finally:
         listener.run(f"systemctl stop {unit}")
+
+
+def test_the_pod_and_service_networks_are_trusted(host):
+    sources = host.check_output("firewall-cmd --zone=k3s-networks --list-sources").split()
+    assert sources == ["10.42.0.0/16", "10.43.0.0/16"]
+    services = host.check_output("firewall-cmd --list-services").split()
+    expected = {"k3s-node", "k3s-server"} if host.backend.get_hostname() in SERVERS else {"k3s-node"}
+    assert expected <= set(services) and ("k3s-server" in services) == ("k3s-server" in expected), services

@@ -61,6 +61,8 @@ def valid_vars(settings_of_scenario) -> dict:
         "k3s_token_vault_password_file": str(artifacts / "vault-password"),
         "k3s_service_limit_nofile": 16384,
         "k3s_join_probe_timeout": 2,
+        # EL in CI: k3s-selinux from Rancher's repository (the fake release carries no RPM).
+        "k3s_selinux_source": os.environ.get("MOLECULE_K3S_SELINUX_SOURCE", "airgap"),
     }
 
 
