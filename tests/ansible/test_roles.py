@@ -112,7 +112,8 @@ def test_example_inventory_names_only_variables_the_roles_know():
     example = ANSIBLE_DIR / "inventories" / "example"
     named = {
         (path.relative_to(example).as_posix(), name)
-        for path in sorted((example / "group_vars").glob("*.yml")) + sorted((example / "host_vars").glob("*.yml"))
+        for path in sorted((example / "group_vars").glob("*.yml"))
+        + sorted((example / "host_vars").glob("*.yml"))
         for name in mine.findall(path.read_text())
     }
     unknown = sorted((path, name) for path, name in named if name not in known)

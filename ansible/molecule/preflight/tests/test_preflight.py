@@ -91,13 +91,12 @@ class SiteRun:
             **os.environ,
             "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
         }
-        env.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # other callbacks would print into the JSON document
         process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
         self.returncode = process.returncode
         self.stderr = process.stderr
-        self.document = (
-            json.loads(process.stdout[process.stdout.index("{") :]) if "{" in process.stdout else {}
-        )
+        # The JSON document, then whatever other callbacks print after it (the timer, role profiles).
+        start = process.stdout.find("{")
+        self.document = json.JSONDecoder().raw_decode(process.stdout[start:])[0] if start >= 0 else {}
 
     def results(self):
         for play in self.document.get("plays", []):
