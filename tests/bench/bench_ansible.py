@@ -48,7 +48,8 @@ def containers_cpu_s(env: dict[str, str], scenario: str) -> float:
     """CPU seconds used so far by the scenario's containers (what runs on the test hosts)."""
     client = docker.DockerClient(base_url=env["DOCKER_HOST"])
     try:
-        checkout = hashlib.sha1(str(ANSIBLE_DIR).encode()).hexdigest()[:6]  # as molecule/shared/vars/platform.yml
+        # The checkout label, computed as molecule/shared/vars/platform.yml does.
+        checkout = hashlib.sha1(str(ANSIBLE_DIR).encode()).hexdigest()[:6]
         labels = [f"mlstack.scenario={scenario.replace('_', '-')}", f"mlstack.checkout={checkout}"]
         return sum(
             c.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
