@@ -173,24 +173,30 @@ def test_joining_without_a_reachable_first_server_is_refused(
     )
 
 
+# Files that tell Ansible the distribution and release, and how to make them say an older release.
+RELEASE_FILES = "/etc/os-release /etc/debian_version /etc/redhat-release /etc/system-release /etc/almalinux-release /etc/rocky-release"
+MAKE_OLD = {
+    "debian": "sed -i 's/^VERSION_ID=.*/VERSION_ID=\"11\"/' /etc/os-release && echo 11.9 > /etc/debian_version",
+    "el": "sed -i -E 's/(VERSION_ID=\")9[^\"]*/\\18.9/; s/release 9[.0-9]*/release 8.9/' $(ls /etc/os-release /etc/*-release 2>/dev/null)",
+}
+
+
 def test_an_unsupported_operating_system_is_refused(fresh, tmp_path, settings_of_scenario, valid_vars):
+    family = "debian" if fresh.file("/etc/debian_version").exists else "el"
     fresh.run_expect(
-        [0],
-        "cp -a /etc/os-release /root/os-release.keep && cp -a /etc/debian_version /root/debian_version.keep",
+        [0], f"tar -C / -cpf /root/release-files.tar $(ls -d {RELEASE_FILES} 2>/dev/null | sed 's,^/,,')"
     )
     try:
-        fresh.run_expect(
-            [0],
-            "sed -i 's/^VERSION_ID=.*/VERSION_ID=\"11\"/' /etc/os-release && echo 11.9 > /etc/debian_version",
-        )
+        fresh.run_expect([0], MAKE_OLD[family])
         with host_unchanged(fresh):
             result = SiteRun(tmp_path, single_server(settings_of_scenario, valid_vars))
     finally:
-        fresh.run_expect(
-            [0],
-            "cp -a /root/os-release.keep /etc/os-release && cp -a /root/debian_version.keep /etc/debian_version",
-        )
-    assert_stopped_with(result, "runs Debian 11.9", "supports AlmaLinux, Rocky Linux and RHEL 9, Debian 12")
+        fresh.run_expect([0], "tar -C / -xpf /root/release-files.tar && rm /root/release-files.tar")
+    assert_stopped_with(
+        result,
+        "runs Debian 11.9" if family == "debian" else " 8.9;",
+        "supports AlmaLinux, Rocky Linux and RHEL 9, Debian 12",
+    )
 
 
 @pytest.fixture
