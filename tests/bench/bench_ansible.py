@@ -1,9 +1,8 @@
 """Ansible: converge and idempotent re-run times, per role and for playbooks/site.yml on the 4-node
-container cluster (3 k3s servers, 1 agent), plus host_baseline alone on one host.
+container cluster (3 k3s servers, 1 agent).
 
-Runs the molecule scenarios k3s_cluster and host_baseline step by step (create, converge, idempotence,
-destroy) in the systemd containers of the test suite, and reads the per-role times of Ansible's
-profile_roles callback. The k3s binary is the fake_k3s_release test double, so the k3s numbers measure
+Runs the molecule scenario k3s_cluster step by step (create, converge, idempotence, destroy) in the
+systemd containers of the test suite, and reads the per-role times of Ansible's profile_roles callback. The k3s binary is the fake_k3s_release test double, so the k3s numbers measure
 what the roles do (files, units, firewall, ordering), not k3s starting up.
 
     PYTHONPATH=$PWD .venv/bin/python -m tests.bench.run --only ansible
@@ -105,7 +104,6 @@ def run(workdir: pathlib.Path) -> str:
     env = {**molecule_environment(), "MLSTACK_MOLECULE_ARTIFACTS": str(workdir / "artifacts")}
     load_before = os.getloadavg()
     site_converge, site_rerun = converge_and_rerun("k3s_cluster", env, workdir)
-    role_converge, role_rerun = converge_and_rerun("host_baseline", env, workdir)
     load_after = os.getloadavg()
 
     met = "met" if site_rerun.wall_s < RERUN_TARGET_S and site_rerun.changed == 0 else "NOT met"
@@ -126,7 +124,6 @@ def run(workdir: pathlib.Path) -> str:
         "| re-run CPU s / 2 cores | changed tasks in re-run |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         row("`playbooks/site.yml` (scenario k3s_cluster)", 4, site_converge, site_rerun),
-        row("host_baseline alone, every option on (scenario host_baseline)", 1, role_converge, role_rerun),
         "",
         f"Target: the whole site re-run on 4 nodes under {RERUN_TARGET_S:.0f} s with zero changes: **{met}** "
         f"({site_rerun.wall_s:.1f} s wall at this load, {site_rerun.cpu_s / 2:.1f} s at best on an idle machine, "
