@@ -16,7 +16,7 @@ ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
 DATA ?=
 DEMO_DIR ?= build/demo
 
-.PHONY: help demo test lint pytest bench snapshots system-deps clean
+.PHONY: help demo test lint pytest bench snapshots system-deps clean molecule-image molecule
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,13 @@ bench: $(VENV)/.deps-all system-deps ## Run the benchmarks and rewrite docs/benc
 
 snapshots: $(VENV)/.deps-all system-deps ## Redraw the dashboard pictures in docs/images from a live local run
 	$(BIN)/python -m dashboards.snapshot
+
+molecule-image: system-deps ## Start the test container engine and build the Debian 12 systemd image once
+	@tests/support/dockerd.sh >/dev/null
+	DOCKER_HOST=unix:///run/mlstack-docker.sock tests/support/molecule-image.sh
+
+molecule: $(VENV)/.deps-all molecule-image ## Run the Ansible tests: lint, fast role tests and every molecule scenario
+	PYTHONPATH=$(CURDIR) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --timeout 1800 tests/ansible $(PYTEST_ARGS)
 
 clean: ## Remove build output (keeps the virtual environment)
 	rm -rf build .pytest_cache .ruff_cache

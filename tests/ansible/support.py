@@ -1,0 +1,120 @@
+"""Paths and runners shared by the Ansible tests (fast tests and the molecule wrapper)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = ROOT / "ansible"
+ROLES_DIR = ANSIBLE_DIR / "roles"
+MOLECULE_DIR = ANSIBLE_DIR / "molecule"
+VENV_BIN = pathlib.Path(sys.executable).parent
+
+
+def roles() -> list[str]:
+    return sorted(path.name for path in ROLES_DIR.iterdir() if (path / "tasks").is_dir())
+
+
+def scenarios() -> list[str]:
+    return sorted(path.parent.name for path in MOLECULE_DIR.glob("*/molecule.yml"))
+
+
+def load_yaml(path: pathlib.Path) -> object:
+    return yaml.safe_load(path.read_text())
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    """Environment for ansible commands run from tests: this checkout's roles and config, no colour."""
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PY_COLORS": "0",
+        **extra,
+    }
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    return env
+
+
+def run_playbook(
+    playbook: pathlib.Path, inventory: pathlib.Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    command = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *args]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=ansible_env(),
+        timeout=timeout,
+        check=False,
+        cwd=ANSIBLE_DIR,
+    )
+
+
+BUILD_DIR = ROOT / "build"
+
+
+class ContainerEngineMissing(RuntimeError):
+    """The tools molecule needs are not installed (a reason to skip, not a failure)."""
+
+
+def molecule_environment() -> dict[str, str]:
+    """Environment for `molecule`: the test engine running (tests/support/dockerd.sh), the Debian 12
+    image built (tests/support/molecule-image.sh), this checkout's roles, a package cache, no colour."""
+    missing = [tool for tool in ("docker", "dockerd", "debootstrap") if shutil.which(tool) is None]
+    if missing:
+        raise ContainerEngineMissing(
+            f"molecule needs {', '.join(missing)} (Debian packages docker.io, debootstrap): run `make system-deps`"
+        )
+    support = ROOT / "tests" / "support"
+    docker_host = _last_line([str(support / "dockerd.sh")], dict(os.environ))
+    env = {**os.environ, "DOCKER_HOST": docker_host}
+    image = _last_line([str(support / "molecule-image.sh")], env)
+    package_cache = BUILD_DIR / "molecule-cache"
+    package_cache.mkdir(parents=True, exist_ok=True)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        MOLECULE_IMAGE=image,
+        MOLECULE_PACKAGE_CACHE=str(package_cache),
+        ANSIBLE_ROLES_PATH=str(ROLES_DIR),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        PY_COLORS="0",
+        NO_COLOR="1",
+        # Wide enough that molecule does not wrap Ansible's lines (the bench parses them).
+        COLUMNS="250",
+    )
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    return env
+
+
+def _last_line(command: list[str], env: dict[str, str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed:\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def molecule(
+    action: str, scenario: str, env: dict[str, str], timeout: float = 1150
+) -> subprocess.CompletedProcess[str]:
+    """`molecule <action> -s <scenario>` from ansible/, stdout and stderr together."""
+    return subprocess.run(
+        [str(VENV_BIN / "molecule"), action, "-s", scenario],
+        cwd=ANSIBLE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

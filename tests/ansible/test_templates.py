@@ -1,0 +1,132 @@
+"""Every role template renders with the role's own defaults and vars (each per-OS vars file in turn),
+and what it renders is valid: YAML and XML parse, units have a [Service], and the k3s config.yaml holds
+only k3s flags, with the join keys right for the first server, the other servers and the agents."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import sys
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+import yaml
+
+from tests.ansible.support import ROLES_DIR, ROOT, roles, run_playbook
+
+HERE = pathlib.Path(__file__).parent
+HOSTS = {"server1": "10.0.0.11", "server2": "10.0.0.12", "server3": "10.0.0.13", "agent1": "10.0.0.21"}
+ENDPOINT = "api.mlstack.example"  # as in template_context/k3s.yml
+
+
+def fake_k3s():
+    spec = importlib.util.spec_from_file_location("fake_k3s", ROOT / "tests/support/fake_k3s_release/k3s.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The k3s roles render differently per cluster member; the others render once, on the first host.
+PER_MEMBER = ("k3s_server", "k3s_agent", "k3s")
+
+
+def variants() -> list[dict]:
+    order = [*PER_MEMBER, *[r for r in roles() if r not in PER_MEMBER]]
+    return [
+        {
+            "role": role,
+            "os_vars": os_vars,
+            "hosts": list(HOSTS) if role in PER_MEMBER else [next(iter(HOSTS))],
+        }
+        for role in order
+        for os_vars in sorted(
+            p.name for p in (ROLES_DIR / role / "vars").glob("*.yml") if p.name != "main.yml"
+        )
+        or [None]
+    ]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, dict[str, dict[str, str]]]:
+    out = tmp_path_factory.mktemp("rendered")
+    inventory = out / "inventory.yml"
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    members = {name: {**host, "ansible_host": ip} for name, ip in HOSTS.items()}
+    servers = {name: value for name, value in members.items() if name.startswith("server")}
+    agents = {name: value for name, value in members.items() if name.startswith("agent")}
+    # k3s_api_endpoint, labels and taints: template_context/k3s.yml (role defaults would override inventory here).
+    inventory.write_text(
+        yaml.safe_dump(
+            {"all": {"children": {"k3s_servers": {"hosts": servers}, "k3s_agents": {"hosts": agents}}}}
+        )
+    )
+    extra = {
+        "render_roles": variants(),
+        "roles_dir": str(ROLES_DIR),
+        "context_dir": str(HERE / "template_context"),
+        "out_dir": str(out / "files"),
+    }
+    (out / "files").mkdir()
+    result = run_playbook(HERE / "playbooks" / "render_templates.yml", inventory, "-e", json.dumps(extra))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return {host: json.loads((out / "files" / f"{host}.json").read_text()) for host in HOSTS}
+
+
+@pytest.mark.parametrize(
+    "template", sorted(ROLES_DIR.glob("*/templates/*.j2")), ids=lambda p: f"{p.parts[-3]}/{p.name}"
+)
+def test_every_template_renders_for_every_host_and_os(rendered, template):
+    role, name = template.parts[-3], template.name.removesuffix(".j2")
+    outputs = {
+        f"{host}:{variant}": texts[name]
+        for host, by_variant in rendered.items()
+        for variant, texts in by_variant.items()
+        if variant.startswith(f"{role}/")
+    }
+    assert len(outputs) == sum(len(v["hosts"]) for v in variants() if v["role"] == role)
+    for output, text in outputs.items():
+        assert "Ansible managed" in "".join(text.splitlines()[:3]), f"{output}: no ansible_managed header"
+        if name.endswith((".yaml", ".yml")):
+            assert isinstance(yaml.safe_load(text), dict), output
+        elif name.endswith(".xml"):
+            ElementTree.fromstring(text)
+        elif name.endswith(".service"):
+            assert "[Service]" in text and "ExecStart=" in text, output
+
+
+def k3s_config(rendered: dict, host: str) -> dict:
+    return yaml.safe_load(rendered[host]["k3s/any"]["config.yaml"])
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_k3s_config_holds_only_flags_k3s_knows(rendered, host):
+    fake = fake_k3s()
+    allowed = fake.SERVER_KEYS if host.startswith("server") else fake.AGENT_KEYS
+    assert set(k3s_config(rendered, host)) <= allowed, set(k3s_config(rendered, host)) - allowed
+
+
+def test_first_server_initialises_the_cluster(rendered):
+    config = k3s_config(rendered, "server1")
+    assert config["cluster-init"] is True and "server" not in config
+    assert config["tls-san"][0] == ENDPOINT
+
+
+@pytest.mark.parametrize("host", ["server2", "server3"])
+def test_other_servers_join_the_first_server_directly(rendered, host):
+    config = k3s_config(rendered, host)
+    assert config["server"] == f"https://{HOSTS['server1']}:6443" and "cluster-init" not in config
+
+
+def test_agents_join_through_the_api_endpoint_with_their_labels_and_taints(rendered):
+    config = k3s_config(rendered, "agent1")
+    assert config["server"] == f"https://{ENDPOINT}:6443"
+    assert config["node-label"] == ["nvidia.com/gpu.present=true"]
+    assert config["node-taint"] == ["nvidia.com/gpu=present:NoSchedule"]
+    assert "kube-apiserver-arg" not in config and "cluster-init" not in config
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_no_config_yaml_carries_the_token_itself(rendered, host):
+    config = k3s_config(rendered, host)
+    assert "token" not in config and config["token-file"] == "/etc/rancher/k3s/cluster-token"
