@@ -40,7 +40,7 @@ class ExistingNodes(pulumi.ComponentResource):
             node_cidr=config.node_cidr,
             api_endpoint=endpoint,
             public_api_endpoint=config.api_endpoint or str(first_server.ssh_address),
-            tls_sans=[*config.k3s_tls_sans, str(first_server.ssh_address)],
+            tls_sans=[*config.k3s_tls_sans, endpoint, str(first_server.ssh_address)],
             ssh_private_key=ssh_private_key,
             wait_for_cloud_init=False,
         )

@@ -74,7 +74,7 @@ def build_inventory(hosts: Sequence[InventoryHost], cluster: ClusterSettings) ->
         if members:
             children[group] = {"hosts": members}
     if "k3s_servers" in children and cluster.tls_sans:
-        children["k3s_servers"]["vars"] = {"k3s_tls_sans": list(cluster.tls_sans)}
+        children["k3s_servers"]["vars"] = {"k3s_tls_sans": list(dict.fromkeys(cluster.tls_sans))}
     if "gpu_nodes" in children:
         children["gpu_nodes"]["vars"] = {"nvidia_driver_branch": cluster.nvidia_driver_branch}
     return {
