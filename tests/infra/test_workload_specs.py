@@ -36,6 +36,7 @@ def job(**overrides) -> config.TrainingJob:
 @pytest.mark.parametrize(
     "spec",
     [job(), job(strategy="parameter-server"), job(framework="pytorch", strategy="ddp", gpus_per_worker=1)],
+    ids=["tensorflow-mwms", "tensorflow-parameter-server", "pytorch-ddp"],
 )
 def test_every_flag_of_the_training_job_exists_in_the_workloads_cli(spec):
     args = training.train_args(spec)
