@@ -12,11 +12,15 @@ PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 DEMO_EXTRAS := storage,tf,serving
 ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
+# checkov scans the Pulumi program's rendered manifests; it lives in its own venv because it would
+# downgrade boto3 and packaging in the main one. Its version is pinned here and nowhere else.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := build/tools/checkov
 # `make demo DATA=s3://bucket/fashion-mnist/` trains on real Fashion-MNIST IDX files instead.
 DATA ?=
 DEMO_DIR ?= build/demo
 
-.PHONY: help demo test lint pytest bench snapshots system-deps clean molecule-image molecule
+.PHONY: help demo test lint pytest bench snapshots system-deps clean molecule-image molecule checkov
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,7 +49,15 @@ lint: $(VENV)/.deps-all system-deps ## Lint Python, YAML, Ansible, shell and Doc
 	$(BIN)/yamllint --strict .
 	tests/support/lint-extra.sh $(BIN)
 
-pytest: $(VENV)/.deps-all system-deps
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## Install checkov (pinned) in its own venv for the infra scan
+
+pytest: $(VENV)/.deps-all system-deps checkov
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --timeout 900 $(PYTEST_ARGS)
 
 test: lint pytest ## Install, lint and run every test this machine can run

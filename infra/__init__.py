@@ -1,0 +1,1 @@
+"""The mlstack Pulumi program (entry point: ``infra/__main__.py``)."""

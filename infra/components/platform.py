@@ -1,0 +1,345 @@
+"""The platform on k3s, one ComponentResource per concern.
+
+Each component declares the objects its spec module builds (``infra.specs``); objects of custom kinds
+wait for the component that installs their CRDs (``crds=``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra.components.kube import declare, is_typed
+from infra.config import StackConfig
+from infra.paths import project_path
+from infra.specs import data, gpu, monitoring, namespaces, ports, serving, streaming, training, versions
+
+
+class _Platform(pulumi.ComponentResource):
+    """Declares spec dicts as children.
+
+    Children wait for what the component waits for (its ``depends_on``), and objects of custom kinds
+    also wait for the components that install their CRDs.
+    """
+
+    def __init__(self, token: str, name: str, opts: pulumi.ResourceOptions | None) -> None:
+        super().__init__(token, name, None, opts)
+        self._prefix = name
+        waits = opts.depends_on if opts is not None and opts.depends_on else []
+        self._waits: list[pulumi.Resource] = list(waits) if isinstance(waits, list | tuple) else [waits]
+
+    def _declare(
+        self,
+        specs: Iterable[Mapping[str, Any]],
+        depends_on: Sequence[pulumi.Resource] = (),
+        crds: Sequence[pulumi.Resource] = (),
+    ) -> list[pulumi.CustomResource]:
+        resources = []
+        for spec in specs:
+            waits = [*self._waits, *depends_on, *(() if is_typed(spec) else crds)]
+            resources.append(
+                declare(self._prefix, spec, pulumi.ResourceOptions(parent=self, depends_on=waits))
+            )
+        return resources
+
+
+class Namespaces(_Platform):
+    """The platform's namespaces: Pod Security labels, default-deny NetworkPolicies, DNS and scrapes."""
+
+    def __init__(
+        self, name: str, config: StackConfig, names: Sequence[str], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlstack:namespaces:Namespaces", name, opts)
+        plans = [namespaces.PLANS[n] for n in names]
+        created = self._declare(namespaces.namespace(p, config.kubernetes_minor) for p in plans)
+        self._declare(
+            (policy for p in plans for policy in namespaces.baseline_policies(p)), depends_on=created
+        )
+        self.register_outputs({"namespaces": list(names)})
+
+
+class Monitoring(_Platform):
+    """kube-prometheus-stack for k3s, its Grafana admin secret, and the monitoring namespace's allows."""
+
+    release: k8s.helm.v3.Release
+    grafana_admin_password: pulumi.Output[str]
+
+    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlstack:monitoring:Monitoring", name, opts)
+        password = random.RandomPassword(
+            f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.grafana_admin_password = pulumi.Output.secret(password.result)
+        secret = self._declare(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": monitoring.GRAFANA_ADMIN_SECRET, "namespace": namespaces.MONITORING},
+                    "type": "Opaque",
+                    "stringData": {"admin-user": "admin", "admin-password": self.grafana_admin_password},
+                }
+            ]
+        )
+        peers = [namespaces.cidr_peer(config.node_cidr)]
+        self._declare(
+            [
+                # Prometheus scrapes every namespace and node; the operator and Grafana's sidecar call the API.
+                namespaces.policy("allow-egress", namespaces.MONITORING, egress=[{}]),
+                # The API server (on the nodes) calls the operator's admission webhook.
+                namespaces.policy(
+                    "allow-api-server-webhook",
+                    namespaces.MONITORING,
+                    ingress=[{"from": peers, "ports": namespaces.tcp(10250)}],
+                ),
+                namespaces.policy(
+                    "allow-keda-queries",
+                    namespaces.MONITORING,
+                    pod_selector=namespaces.PROMETHEUS_POD,
+                    ingress=[
+                        {"from": [namespaces.namespace_peer(namespaces.KEDA)], "ports": namespaces.tcp(9090)}
+                    ],
+                ),
+            ]
+        )
+        self.release = helm_release(
+            f"{name}-kube-prometheus-stack",
+            versions.KUBE_PROMETHEUS_STACK,
+            namespaces.MONITORING,
+            monitoring.kube_prometheus_stack_values(),
+            config.charts_dir,
+            pulumi.ResourceOptions(parent=self, depends_on=secret),
+            release_name=monitoring.RELEASE,
+        )
+        self.register_outputs({"release": self.release.name})
+
+
+class Dashboards(_Platform):
+    """Every generated Grafana dashboard as a sidecar ConfigMap, every rule file as a PrometheusRule."""
+
+    def __init__(
+        self,
+        name: str,
+        directory: pathlib.Path,
+        crds: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:monitoring:Dashboards", name, opts)
+        boards = monitoring.load_dashboards(directory / "grafana")
+        rules = monitoring.load_rule_files(directory / "prometheus")
+        if not boards and not rules:
+            pulumi.log.warn(
+                f"no dashboards or rules under {directory}; run `python -m dashboards` to generate them"
+            )
+        self._declare((monitoring.dashboard_config_map(board) for board in boards), crds=crds)
+        self._declare((monitoring.prometheus_rule(rule) for rule in rules), crds=crds)
+        self.register_outputs({"dashboards": [b.name for b in boards], "rules": [r.name for r in rules]})
+
+
+class GpuOperator(_Platform):
+    """The ``nvidia`` RuntimeClass, the device plugin (time-slicing/MIG config) and the DCGM exporter."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        crds: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:gpu:GpuOperator", name, opts)
+        sharing = config.gpu_sharing
+        runtime = [
+            declare(
+                name,
+                gpu.runtime_class(),
+                # k3s may own the RuntimeClass too: never delete it from under the cluster.
+                pulumi.ResourceOptions(parent=self, depends_on=self._waits, retain_on_delete=True),
+            )
+        ]
+        config_text = gpu.device_plugin_config(sharing.strategy, sharing.replicas, sharing.mig_strategy)
+        self._declare(
+            [
+                *gpu.device_plugin(config_text),
+                *gpu.dcgm_exporter(),
+                monitoring.service_monitor(
+                    gpu.DCGM_EXPORTER,
+                    namespaces.GPU,
+                    gpu.selector(gpu.DCGM_EXPORTER),
+                    port="metrics",
+                    interval="15s",
+                ),
+            ],
+            depends_on=runtime,
+            crds=crds,
+        )
+        self.register_outputs({"runtimeClass": "nvidia"})
+
+
+class TrainingOperator(_Platform):
+    """The Kubeflow training operator v1 (TFJob, PyTorchJob), from its pinned upstream manifests."""
+
+    manifests: pulumi.Resource
+
+    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlstack:training:TrainingOperator", name, opts)
+        source = (
+            str(project_path(config.training_operator_manifests))
+            if config.training_operator_manifests
+            else versions.TRAINING_OPERATOR_MANIFESTS
+        )
+        self.manifests = k8s.kustomize.v2.Directory(
+            f"{name}-manifests", directory=source, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.register_outputs({"version": versions.TRAINING_OPERATOR_VERSION, "source": source})
+
+
+class Keda(_Platform):
+    """KEDA, for serving autoscaling on a Prometheus query, with its namespace's network allows."""
+
+    release: k8s.helm.v3.Release
+
+    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlstack:autoscaling:Keda", name, opts)
+        nodes = [namespaces.cidr_peer(config.node_cidr)]
+        self._declare(
+            [
+                namespaces.policy(
+                    "allow-api-server",
+                    namespaces.KEDA,
+                    # The API server calls the metrics adapter (6443) and the admission webhooks (9443).
+                    ingress=[{"from": nodes, "ports": namespaces.tcp(6443, 9443)}],
+                    egress=[{"to": nodes, "ports": namespaces.tcp(ports.K3S_API)}],
+                ),
+                namespaces.policy(
+                    "allow-prometheus-queries",
+                    namespaces.KEDA,
+                    egress=[
+                        {
+                            "to": [
+                                namespaces.namespace_peer(namespaces.MONITORING, namespaces.PROMETHEUS_POD)
+                            ],
+                            "ports": namespaces.tcp(9090),
+                        }
+                    ],
+                ),
+            ]
+        )
+        values = {
+            "resources": {
+                component: {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"cpu": "500m", "memory": "512Mi"},
+                }
+                for component in ("operator", "metricServer", "webhooks")
+            }
+        }
+        self.release = helm_release(
+            f"{name}-keda",
+            versions.KEDA,
+            namespaces.KEDA,
+            values,
+            config.charts_dir,
+            pulumi.ResourceOptions(parent=self, depends_on=self._waits),
+        )
+        self.register_outputs({"release": self.release.name})
+
+
+class TfServing(_Platform):
+    """TF Serving: Deployment, Service, PDB, HPA or ScaledObject, ServiceMonitor, config, network allows."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        crds: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:serving:TfServing", name, opts)
+        self._declare(serving.objects(config.serving, config.node_cidr), crds=crds)
+        self.register_outputs(
+            {"grpc": f"{serving.NAME}.{namespaces.SERVING}.svc.cluster.local:{ports.TFS_GRPC}"}
+        )
+
+
+class TrainingJobs(_Platform):
+    """The training namespace's shared objects and every configured TFJob / PyTorchJob."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        crds: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:training:TrainingJobs", name, opts)
+        shared = self._declare(
+            training.namespace_objects(config.node_cidr, config.training_submitters), crds=crds
+        )
+        self._declare(
+            (training.training_job(job, config.images) for job in config.training_jobs),
+            depends_on=shared,
+            crds=crds,
+        )
+        self.register_outputs({"jobs": [job.name for job in config.training_jobs]})
+
+
+class DataServices(_Platform):
+    """In-cluster names for HDFS and Kafka on the nodes, and the streaming services that use them."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        addresses: Mapping[str, Sequence[pulumi.Input[str]]],
+        crds: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:data:DataServices", name, opts)
+        for service, group in (
+            (data.HDFS_NAMENODE, "hdfs_namenodes"),
+            (data.KAFKA_BOOTSTRAP, "kafka_brokers"),
+        ):
+            if addresses.get(group):
+                self._declare(data.external_service(service, addresses[group]))
+        if config.streaming.enabled:
+            self._declare(streaming.objects(config.streaming, config.images, config.node_cidr), crds=crds)
+        self.register_outputs({"hdfs": data.HDFS_URL, "kafka": data.KAFKA_BOOTSTRAP_SERVERS})
+
+
+def helm_release(
+    name: str,
+    chart: versions.Chart,
+    namespace: str,
+    values: Mapping[str, Any],
+    charts_dir: str,
+    opts: pulumi.ResourceOptions,
+    release_name: str | None = None,
+) -> k8s.helm.v3.Release:
+    """A pinned Helm release, from the chart repository or, air-gapped, from ``chartsDir``."""
+    location: dict[str, Any]
+    if charts_dir:
+        location = {"chart": str(project_path(charts_dir) / chart.archive())}
+    else:
+        location = {
+            "chart": chart.name,
+            "repository_opts": k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+        }
+    return k8s.helm.v3.Release(
+        name,
+        name=release_name or chart.name,
+        version=chart.version,
+        namespace=namespace,
+        create_namespace=False,
+        values=dict(values),
+        atomic=True,
+        cleanup_on_fail=True,
+        timeout=900,
+        max_history=5,
+        opts=opts,
+        **location,
+    )

@@ -1,0 +1,337 @@
+"""TF Serving: Deployment, Service, PodDisruptionBudget, autoscaling (HPA on CPU, or a KEDA
+ScaledObject on a Prometheus query), ServiceMonitor, its config files and its network policies.
+
+The config files come from ``workloads.serving.tfs_config`` (the same renderer the development server
+uses). Readiness is the model's metadata endpoint, which answers only once a version is loaded, and TF
+Serving loads a version only after replaying its warmup requests (``assets.extra/tf_serving_warmup_requests``),
+so a pod takes traffic only when warm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import urllib.parse
+from typing import Any
+
+from infra.config import ModelSource, Serving
+from infra.specs import data, ports
+from infra.specs.monitoring import PROMETHEUS_URL, service_monitor
+from infra.specs.namespaces import SERVING, egress_https, egress_to_nodes, namespace_peer, policy, tcp
+from infra.specs.workload import (
+    checkov_skips,
+    container_security_context,
+    gpu_pod_fields,
+    image_checkov_skips,
+    labels,
+    metadata,
+    pod_security_context,
+    pull_policy,
+    resources,
+    scratch_volumes,
+    selector,
+)
+from workloads.serving import tfs_config
+
+NAME = "tf-serving"
+CONFIG_DIR = "/etc/tfs"
+MODEL_MOUNT = "/models"
+MODEL_FILE, BATCHING_FILE, MONITORING_FILE = "models.config", "batching.config", "monitoring.config"
+REQUEST_RATE_QUERY = (
+    f'sum(rate(:tensorflow:serving:request_count{{model_name="{tfs_config.MODEL_NAME}"}}[2m]))'
+)
+# TF Serving reports latency in microseconds; the query answers in milliseconds.
+P99_LATENCY_QUERY = (
+    "histogram_quantile(0.99, sum by (le) (rate(:tensorflow:serving:request_latency_bucket"
+    f'{{model_name="{tfs_config.MODEL_NAME}",API="predict"}}[2m]))) / 1000'
+)
+
+
+def model_base_path(source: ModelSource) -> str:
+    """Where TF Serving looks for ``<version>/`` directories of the model."""
+    base = (source.base or data.MODELS) if source.kind == "hdfs" else source.base
+    return f"{base.rstrip('/')}/{tfs_config.MODEL_NAME}"
+
+
+def cpu_cores(quantity: str) -> int:
+    """Whole cores in a CPU quantity (at least 1), for the batching thread count."""
+    if quantity.endswith("m"):
+        return max(1, math.floor(int(quantity[:-1]) / 1000))
+    return max(1, math.floor(float(quantity)))
+
+
+def config_files(serving: Serving) -> dict[str, str]:
+    model = tfs_config.ServedModel(
+        name=tfs_config.MODEL_NAME,
+        base_path=model_base_path(serving.model_source),
+        versions=serving.versions,
+        labels=serving.labels,
+    )
+    profile = tfs_config.batching_profile("gpu" if serving.gpu else "cpu", cpu_cores(serving.resources.cpu))
+    return {
+        MODEL_FILE: tfs_config.render_model_config([model]),
+        BATCHING_FILE: tfs_config.render_batching_parameters(profile),
+        MONITORING_FILE: tfs_config.render_monitoring_config(),
+    }
+
+
+def serving_image(serving: Serving) -> str:
+    if not serving.gpu or "@sha256:" in serving.image or re.search(r":[^/]*gpu[^/]*$", serving.image):
+        return serving.image
+    return f"{serving.image}-gpu"
+
+
+def tf_serving_args() -> list[str]:
+    return [
+        f"--port={ports.TFS_GRPC}",
+        f"--rest_api_port={ports.TFS_REST}",
+        f"--model_config_file={CONFIG_DIR}/{MODEL_FILE}",
+        "--enable_batching=true",
+        f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_FILE}",
+        f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_FILE}",
+        "--enable_model_warmup=true",
+        # New versions written under the base path are picked up within this many seconds.
+        "--file_system_poll_wait_seconds=30",
+    ]
+
+
+def _storage_env(source: ModelSource) -> list[dict[str, Any]]:
+    if source.kind != "s3":
+        return []
+    env: list[dict[str, Any]] = []
+    if source.s3_region:
+        env.append({"name": "AWS_REGION", "value": source.s3_region})
+    if source.s3_endpoint:
+        endpoint = urllib.parse.urlsplit(source.s3_endpoint)
+        env += [
+            {"name": "S3_ENDPOINT", "value": endpoint.netloc or endpoint.path},
+            {"name": "S3_USE_HTTPS", "value": "0" if endpoint.scheme == "http" else "1"},
+        ]
+    if source.credentials_secret:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append(
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": source.credentials_secret, "key": key}}}
+            )
+    return env
+
+
+def objects(serving: Serving, node_cidr: str) -> list[dict[str, Any]]:
+    """Every object of the serving component."""
+    files = config_files(serving)
+    config_hash = hashlib.sha256(
+        "".join(f"{k}\0{v}\0" for k, v in sorted(files.items())).encode()
+    ).hexdigest()
+    items = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(f"{NAME}-config", SERVING, "serving"),
+            "data": files,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata(NAME, SERVING, "serving"),
+            "automountServiceAccountToken": False,
+        },
+        deployment(serving, config_hash),
+        service(),
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": metadata(NAME, SERVING, "serving"),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(NAME)}},
+        },
+        autoscaler(serving),
+        service_monitor(
+            NAME, SERVING, selector(NAME), port="http", path=tfs_config.METRICS_PATH, interval="15s"
+        ),
+        policy(
+            "allow-serving-clients",
+            SERVING,
+            pod_selector=selector(NAME),
+            ingress=[
+                {
+                    "from": [namespace_peer(SERVING)]
+                    + [namespace_peer(ns) for ns in serving.client_namespaces],
+                    "ports": tcp(ports.TFS_GRPC, ports.TFS_REST),
+                }
+            ],
+        ),
+    ]
+    source = serving.model_source
+    if source.kind == "hdfs":
+        items.append(
+            egress_to_nodes(
+                "allow-hdfs", SERVING, node_cidr, (ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA)
+            )
+        )
+    elif source.kind == "s3":
+        items.append(egress_https("allow-object-storage", SERVING))
+    return items
+
+
+def deployment(serving: Serving, config_hash: str) -> dict[str, Any]:
+    image = serving_image(serving)
+    volumes, mounts = scratch_volumes()
+    volumes.append({"name": "config", "configMap": {"name": f"{NAME}-config"}})
+    mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+    if serving.model_source.kind == "pvc":
+        volumes.append(
+            {
+                "name": "models",
+                "persistentVolumeClaim": {"claimName": serving.model_source.claim_name, "readOnly": True},
+            }
+        )
+        mounts.append({"name": "models", "mountPath": serving.model_source.base, "readOnly": True})
+    model_ready = {"path": f"/v1/models/{tfs_config.MODEL_NAME}/metadata", "port": "http"}
+    container = {
+        "name": "tensorflow-serving",
+        "image": image,
+        "imagePullPolicy": pull_policy(image),
+        "command": ["tensorflow_model_server"],
+        "args": tf_serving_args(),
+        "ports": [
+            {"name": "grpc", "containerPort": ports.TFS_GRPC, "protocol": "TCP"},
+            {"name": "http", "containerPort": ports.TFS_REST, "protocol": "TCP"},
+        ],
+        "env": _storage_env(serving.model_source),
+        "resources": resources(serving.resources.cpu, serving.resources.memory, gpus=1 if serving.gpu else 0),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        # Loading and warming a version can take minutes; readiness then gates traffic on a warm model.
+        "startupProbe": {"httpGet": model_ready, "periodSeconds": 10, "failureThreshold": 60},
+        "readinessProbe": {"httpGet": model_ready, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10, "failureThreshold": 3},
+    }
+    skips = image_checkov_skips(image)
+    if serving.model_source.credentials_secret:
+        skips["CKV_K8S_35"] = "TF Serving's S3 filesystem reads credentials from environment variables only"
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": NAME,
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": 30,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(NAME)},
+            }
+        ],
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if serving.gpu:
+        pod_spec.update(gpu_pod_fields())
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**metadata(NAME, SERVING, "serving"), "annotations": checkov_skips(skips)},
+        "spec": {
+            # No `replicas`: the autoscaler owns it (a declared count would fight every scaling decision).
+            "selector": {"matchLabels": selector(NAME)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": labels(NAME, "serving"),
+                    "annotations": {"mlstack.io/config-sha256": config_hash},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(NAME, SERVING, "serving"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(NAME),
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": ports.TFS_GRPC,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {
+                    "name": "http",
+                    "port": ports.TFS_REST,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                },
+            ],
+        },
+    }
+
+
+def autoscaler(serving: Serving) -> dict[str, Any]:
+    """A CPU HorizontalPodAutoscaler, or a KEDA ScaledObject on request rate or p99 latency."""
+    scaling = serving.autoscaling
+    scale_down = {"scaleDown": {"stabilizationWindowSeconds": 300}}
+    if scaling.mode == "cpu":
+        return {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": metadata(NAME, SERVING, "serving"),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+                "minReplicas": serving.min_replicas,
+                "maxReplicas": serving.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": scaling.target_cpu_percent,
+                            },
+                        },
+                    }
+                ],
+                "behavior": scale_down,
+            },
+        }
+    if scaling.mode == "requests":
+        # AverageValue: replicas = ceil(total request rate / requests per replica).
+        trigger = {
+            "metricType": "AverageValue",
+            "query": REQUEST_RATE_QUERY,
+            "threshold": scaling.target_requests_per_second,
+        }
+    else:
+        # Value: replicas = ceil(current replicas * p99 / target p99).
+        trigger = {"metricType": "Value", "query": P99_LATENCY_QUERY, "threshold": scaling.target_p99_ms}
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": metadata(NAME, SERVING, "serving"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+            "minReplicaCount": serving.min_replicas,
+            "maxReplicaCount": serving.max_replicas,
+            "pollingInterval": 15,
+            "cooldownPeriod": 300,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": scale_down}},
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metricType": trigger["metricType"],
+                    "metadata": {
+                        "serverAddress": PROMETHEUS_URL,
+                        "query": trigger["query"],
+                        "threshold": str(trigger["threshold"]),
+                    },
+                }
+            ],
+        },
+    }

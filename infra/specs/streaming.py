@@ -1,0 +1,163 @@
+"""The Kafka-side services in ``mlstack-data``: inference workers (requests topic -> TF Serving ->
+results topic) and streaming ingestion (images topic -> dataset shards), from the workloads image.
+
+Their container args are ``python -m workloads <command>`` flags of docs/interfaces.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.config import Images, Streaming
+from infra.specs import data, ports
+from infra.specs.monitoring import service_monitor
+from infra.specs.namespaces import DATA, SERVING, egress_https, egress_to_nodes, namespace_peer, policy, tcp
+from infra.specs.workload import (
+    checkov_skips,
+    container_security_context,
+    image_checkov_skips,
+    labels,
+    metadata,
+    pod_security_context,
+    pull_policy,
+    resources,
+    scratch_volumes,
+    selector,
+)
+from workloads.serving import tfs_config
+
+INFER_WORKER = "infer-worker"
+STREAM_INGEST = "stream-ingest"
+REQUESTS_TOPIC = "mlstack.inference.requests"
+RESULTS_TOPIC = "mlstack.inference.results"
+DLQ_TOPIC = "mlstack.inference.dlq"
+INGEST_TOPIC = "mlstack.ingest.images"
+TF_SERVING_URL = f"http://tf-serving.{SERVING}.svc.cluster.local:{ports.TFS_REST}"
+
+
+def infer_worker_args(streaming: Streaming) -> list[str]:
+    return [
+        "--bootstrap-servers", data.KAFKA_BOOTSTRAP_SERVERS,
+        "--group-id", "mlstack-infer-worker",
+        "--requests-topic", REQUESTS_TOPIC,
+        "--results-topic", RESULTS_TOPIC,
+        "--dlq-topic", DLQ_TOPIC,
+        "--server-url", TF_SERVING_URL,
+        "--model-name", tfs_config.MODEL_NAME,
+        "--max-batch-size", str(streaming.max_batch_size),
+        "--max-batch-wait-ms", str(streaming.max_batch_wait_ms),
+        "--metrics-port", str(ports.INFER_METRICS),
+        "--log-format", "json",
+    ]  # fmt: skip
+
+
+def stream_ingest_args(streaming: Streaming) -> list[str]:
+    return [
+        "--bootstrap-servers", data.KAFKA_BOOTSTRAP_SERVERS,
+        "--group-id", "mlstack-stream-ingest",
+        "--topic", INGEST_TOPIC,
+        "--output", streaming.ingest_output or data.DATASET_SHARDS,
+        "--shard-size", str(streaming.shard_size),
+        "--metrics-port", str(ports.INGEST_METRICS),
+        "--log-format", "json",
+    ]  # fmt: skip
+
+
+COMMANDS = {INFER_WORKER: infer_worker_args, STREAM_INGEST: stream_ingest_args}
+
+
+def objects(streaming: Streaming, images: Images, node_cidr: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata("streaming", DATA, "streaming"),
+            "automountServiceAccountToken": False,
+        }
+    ]
+    for name, port, replicas in (
+        (INFER_WORKER, ports.INFER_METRICS, streaming.infer_replicas),
+        (STREAM_INGEST, ports.INGEST_METRICS, streaming.ingest_replicas),
+    ):
+        items += [
+            _deployment(name, COMMANDS[name](streaming), port, replicas, streaming, images),
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": metadata(name, DATA, "streaming"),
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": selector(name),
+                    "ports": [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}],
+                },
+            },
+            service_monitor(name, DATA, selector(name), port="metrics", interval="15s"),
+        ]
+    items += [
+        egress_to_nodes(
+            "allow-kafka-and-hdfs",
+            DATA,
+            node_cidr,
+            (ports.KAFKA_BROKER, ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA),
+        ),
+        policy(
+            "allow-tf-serving",
+            DATA,
+            pod_selector=selector(INFER_WORKER),
+            egress=[
+                {
+                    "to": [namespace_peer(SERVING, selector("tf-serving"))],
+                    "ports": tcp(ports.TFS_REST, ports.TFS_GRPC),
+                }
+            ],
+        ),
+        egress_https("allow-object-storage", DATA),
+    ]
+    return items
+
+
+def _deployment(
+    name: str, args: list[str], port: int, replicas: int, streaming: Streaming, images: Images
+) -> dict[str, Any]:
+    image = images.workloads()
+    volumes, mounts = scratch_volumes()
+    container = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": pull_policy(image),
+        "command": ["python", "-m", "workloads", name],
+        "args": args,
+        "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": resources(streaming.resources.cpu, streaming.resources.memory),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 10},
+        "livenessProbe": {
+            "httpGet": {"path": "/metrics", "port": "metrics"},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 20,
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **metadata(name, DATA, "streaming"),
+            "annotations": checkov_skips(image_checkov_skips(image)),
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(name)},
+            "template": {
+                "metadata": {"labels": labels(name, "streaming")},
+                "spec": {
+                    "serviceAccountName": "streaming",
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

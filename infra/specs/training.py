@@ -1,0 +1,241 @@
+"""Training jobs: one builder for TFJob and PyTorchJob, whose container runs ``python -m workloads train``
+with the flags of docs/interfaces.md; plus the metrics Service, ServiceMonitor, service account, RBAC
+and network policies of the training namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from infra.config import Images, RbacSubject, TrainingJob
+from infra.specs import data, ports
+from infra.specs.monitoring import service_monitor
+from infra.specs.namespaces import TRAINING, egress_https, egress_to_nodes
+from infra.specs.workload import (
+    checkov_skips,
+    container_security_context,
+    gpu_pod_fields,
+    image_checkov_skips,
+    labels,
+    metadata,
+    pod_security_context,
+    pull_policy,
+    resources,
+    scratch_volumes,
+)
+
+SERVICE_ACCOUNT = "training-worker"
+JOB_LABEL = "mlstack.io/training-job"
+METRICS_LABEL = "mlstack.io/metrics"
+SUBMITTER_ROLE = "training-job-submitter"
+# Gang scheduler -> the pod schedulerName it installs (the operator needs --gang-scheduler-name too).
+GANG_SCHEDULERS = {"volcano": "volcano", "scheduler-plugins": "scheduler-plugins-scheduler"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Framework:
+    kind: str
+    replica_specs: str
+    container: str
+    port_name: str
+    port: int
+
+
+FRAMEWORKS = {
+    "tensorflow": Framework("TFJob", "tfReplicaSpecs", "tensorflow", "tfjob-port", 2222),
+    "pytorch": Framework("PyTorchJob", "pytorchReplicaSpecs", "pytorch", "pytorchjob-port", 23456),
+}
+
+
+def train_args(job: TrainingJob) -> list[str]:
+    """The ``python -m workloads train`` flags (every one exists in ``workloads.cli.build_parser()``)."""
+    run_dir = f"{data.MODELS}/runs/{job.name}"
+    return [
+        "--framework", job.framework,
+        "--strategy", job.strategy,
+        "--model", job.model,
+        "--data", job.data or data.DATASET_SHARDS,
+        "--epochs", str(job.epochs),
+        "--batch-size", str(job.batch_size),
+        "--learning-rate", repr(job.learning_rate),
+        "--seed", str(job.seed),
+        "--checkpoint-dir", job.checkpoint_dir or f"{run_dir}/checkpoints",
+        "--checkpoint-every", str(job.checkpoint_every),
+        "--output", job.output or f"{run_dir}/model",
+        "--metrics-port", str(ports.TRAINING_METRICS),
+        "--run-name", job.name,
+        "--log-format", "json",
+    ]  # fmt: skip
+
+
+def replicas(job: TrainingJob) -> dict[str, tuple[int, bool]]:
+    """Replica type -> (count, gets GPUs) for the job's strategy."""
+    if job.strategy == "multi-worker-mirrored":
+        return {"Worker": (job.workers, True)}
+    if job.strategy == "parameter-server":
+        # The chief coordinates and parameter servers hold variables: both on CPU; workers compute.
+        return {"Chief": (1, False), "Worker": (job.workers, True), "PS": (job.parameter_servers, False)}
+    if job.strategy == "ddp":
+        # `workers` counts every process; the operator calls rank 0 the Master.
+        layout = {"Master": (1, True)}
+        if job.workers > 1:
+            layout["Worker"] = (job.workers - 1, True)
+        return layout
+    raise ValueError(f"job {job.name}: unknown strategy {job.strategy!r}")
+
+
+def training_job(job: TrainingJob, images: Images) -> dict[str, Any]:
+    """The TFJob or PyTorchJob of ``job``."""
+    framework = FRAMEWORKS[job.framework]
+    layout = replicas(job)
+    specs = {
+        replica_type: {
+            "replicas": count,
+            "restartPolicy": job.restart_policy,
+            "template": _pod_template(job, framework, images, gpus=job.gpus_per_worker if gets_gpus else 0),
+        }
+        for replica_type, (count, gets_gpus) in layout.items()
+    }
+    run_policy: dict[str, Any] = {
+        # Keep finished pods' logs until the job itself is deleted.
+        "cleanPodPolicy": "None",
+        "backoffLimit": job.backoff_limit,
+        "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
+    }
+    if job.gang_scheduler:
+        run_policy["schedulingPolicy"] = {"minAvailable": sum(count for count, _ in layout.values())}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": framework.kind,
+        "metadata": metadata(job.name, TRAINING, "training"),
+        "spec": {"runPolicy": run_policy, framework.replica_specs: specs},
+    }
+
+
+def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: int) -> dict[str, Any]:
+    image = images.training(gpu=gpus > 0)
+    volumes, mounts = scratch_volumes(memory_backed_shm=True)
+    container = {
+        "name": framework.container,
+        "image": image,
+        "imagePullPolicy": pull_policy(image),
+        "command": ["python", "-m", "workloads", "train"],
+        "args": train_args(job),
+        "ports": [
+            {"name": framework.port_name, "containerPort": framework.port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": ports.TRAINING_METRICS, "protocol": "TCP"},
+        ],
+        # Caches (Keras, torch) go to the writable /tmp; the root filesystem is read-only.
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": resources(job.resources.cpu, job.resources.memory, gpus=gpus),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    skips = {
+        "CKV_K8S_8": "batch pods: the operator restarts failed workers (restartPolicy) and a stuck run shows in "
+        "the step-rate alert; a liveness probe would kill workers during long data loading",
+        "CKV_K8S_9": "batch pods: peers find each other through the operator's headless Services, which a "
+        "readiness gate would hide until the process is up",
+        **image_checkov_skips(image),
+    }
+    spec: dict[str, Any] = {
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if gpus:
+        spec.update(gpu_pod_fields())
+    if job.gang_scheduler:
+        spec["schedulerName"] = GANG_SCHEDULERS[job.gang_scheduler]
+    return {
+        "metadata": {
+            "labels": {**labels(job.name, "training"), JOB_LABEL: job.name, METRICS_LABEL: "training"},
+            "annotations": checkov_skips(skips),
+        },
+        "spec": spec,
+    }
+
+
+def namespace_objects(node_cidr: str, submitters: Sequence[RbacSubject]) -> list[dict[str, Any]]:
+    """What every training job shares: service account, metrics Service and ServiceMonitor, RBAC, policies."""
+    metrics_service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata("training-metrics", TRAINING, "training"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {METRICS_LABEL: "training"},
+            "ports": [
+                {
+                    "name": "metrics",
+                    "port": ports.TRAINING_METRICS,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(SUBMITTER_ROLE, TRAINING, "training"),
+        "rules": [
+            {
+                "apiGroups": ["kubeflow.org"],
+                "resources": ["tfjobs", "pytorchjobs"],
+                "verbs": ["get", "list", "watch", "create", "delete"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["pods", "pods/log", "events"],
+                "verbs": ["get", "list", "watch"],
+            },
+        ],
+    }
+    items = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata(SERVICE_ACCOUNT, TRAINING, "training"),
+            "automountServiceAccountToken": False,
+        },
+        metrics_service,
+        service_monitor(
+            "training-workers",
+            TRAINING,
+            metadata("training-metrics", TRAINING, "training")["labels"],
+            port="metrics",
+            interval="15s",
+            target_labels=(
+                JOB_LABEL,
+                "training.kubeflow.org/replica-type",
+                "training.kubeflow.org/replica-index",
+            ),
+        ),
+        role,
+        egress_to_nodes(
+            "allow-hdfs", TRAINING, node_cidr, (ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA)
+        ),
+        egress_https("allow-object-storage", TRAINING),
+    ]
+    if submitters:
+        items.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": metadata(SUBMITTER_ROLE, TRAINING, "training"),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SUBMITTER_ROLE},
+                "subjects": [_subject(s) for s in submitters],
+            }
+        )
+    return items
+
+
+def _subject(subject: RbacSubject) -> dict[str, str]:
+    if subject.kind == "ServiceAccount":
+        return {"kind": "ServiceAccount", "name": subject.name, "namespace": subject.namespace}
+    return {"kind": subject.kind, "name": subject.name, "apiGroup": "rbac.authorization.k8s.io"}

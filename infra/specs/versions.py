@@ -1,0 +1,35 @@
+"""Every third-party version the platform deploys, pinned in one place.
+
+Helm charts and the training operator's manifests are fetched at deploy time by the Kubernetes
+provider (from the URLs below, or from ``mlstack:chartsDir`` / ``mlstack:trainingOperatorManifests``
+for air-gapped installs; docs/infra.md says how to mirror them). Tests never fetch them: they check
+these pins and the values passed as data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    name: str
+    repository: str
+    version: str
+
+    def archive(self) -> str:
+        """File name of the chart archive that ``helm pull <repo>/<name> --version <version>`` writes."""
+        return f"{self.name}-{self.version}.tgz"
+
+
+KUBE_PROMETHEUS_STACK = Chart(
+    "kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "87.15.0"
+)
+KEDA = Chart("keda", "https://kedacore.github.io/charts", "2.17.2")
+
+# Kubeflow training operator v1 (TFJob and PyTorchJob; Trainer v2 has no TensorFlow runtime).
+TRAINING_OPERATOR_VERSION = "v1.9.3"
+TRAINING_OPERATOR_MANIFESTS = f"https://github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref={TRAINING_OPERATOR_VERSION}"
+
+DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
+DCGM_EXPORTER_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"

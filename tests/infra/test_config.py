@@ -1,0 +1,263 @@
+"""Stack config: every mistake is an error that names the key and what it accepts, before any resource."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from infra import config
+from infra.config import ConfigError, parse
+from tests.infra.program import ROOT, STACKS, run_program, stack_settings
+
+pytestmark = pytest.mark.xdist_group(name="infra-program")
+
+
+def settings(stack: str) -> dict[str, Any]:
+    return {k.split(":", 1)[1]: v for k, v in stack_settings(stack).items() if k.startswith("mlstack:")}
+
+
+def error_for(values: dict[str, Any], secret_keys: tuple[str, ...] = ()) -> str:
+    with pytest.raises(ConfigError) as raised:
+        parse(values, secret_keys)
+    return str(raised.value)
+
+
+@pytest.fixture
+def aws() -> dict[str, Any]:
+    return copy.deepcopy(settings("aws-example"))
+
+
+@pytest.fixture
+def baremetal() -> dict[str, Any]:
+    return copy.deepcopy(settings("baremetal-example"))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_example_stacks_are_valid(stack):
+    parsed = parse(settings(stack))
+    assert parsed.node_provider == {"aws-example": "aws", "baremetal-example": "existing"}[stack]
+
+
+def test_a_missing_required_key_is_named(aws):
+    del aws["imageRegistry"]
+    assert error_for(aws) == "mlstack:imageRegistry: missing; this setting is required"
+
+
+def test_a_missing_nested_key_is_named_with_its_path(aws):
+    del aws["nodePools"][1]["instanceType"]
+    assert error_for(aws).startswith("mlstack:nodePools[1].instanceType: missing")
+
+
+def test_a_wrong_type_names_the_key_and_the_expected_type(aws):
+    aws["nodePools"][0]["count"] = "two"
+    assert error_for(aws) == "mlstack:nodePools[0].count: expected an integer, got 'two' (str)"
+
+
+def test_a_list_where_an_object_belongs_is_rejected(aws):
+    aws["serving"] = ["minReplicas", 2]
+    assert "mlstack:serving: expected an object" in error_for(aws)
+
+
+def test_a_gpu_pool_without_a_gpu_instance_type_is_rejected_with_the_gpu_families(aws):
+    aws["nodePools"][1]["instanceType"] = "m6i.2xlarge"
+    message = error_for(aws)
+    assert message.startswith("mlstack:nodePools[1].instanceType: 'm6i.2xlarge' has no NVIDIA GPU")
+    assert "g5" in message and "p4d" in message
+
+
+def test_min_replicas_above_max_is_rejected(aws):
+    aws["serving"]["minReplicas"] = 5
+    aws["serving"]["maxReplicas"] = 3
+    message = error_for(aws)
+    assert message.startswith("mlstack:serving.minReplicas: 5 is above maxReplicas 3")
+    assert "1 <= minReplicas <= maxReplicas" in message
+
+
+@pytest.mark.parametrize("version", ["v1.29.4+k3s1", "v1.40.0+k3s1"])
+def test_an_unsupported_kubernetes_version_lists_the_allowed_ones(aws, version):
+    aws["kubernetesVersion"] = version
+    message = error_for(aws)
+    assert message.startswith(f"mlstack:kubernetesVersion: Kubernetes {version[1:5]}")
+    assert "1.31, 1.32, 1.33, 1.34" in message
+
+
+def test_a_kubernetes_version_that_is_not_a_k3s_release_is_rejected(aws):
+    aws["kubernetesVersion"] = "1.33"
+    assert "is not a k3s release; use vMAJOR.MINOR.PATCH+k3sN" in error_for(aws)
+
+
+def test_an_unknown_value_lists_the_allowed_values(aws):
+    aws["nodeProvider"] = "gcp"
+    assert error_for(aws) == "mlstack:nodeProvider: 'gcp' is not allowed; allowed values: aws, existing"
+
+
+def test_an_unknown_group_lists_the_ansible_groups(aws):
+    aws["nodePools"][0]["groups"].append("etcd")
+    message = error_for(aws)
+    assert message.startswith("mlstack:nodePools[0].groups[3]: 'etcd' is not a group")
+    assert "kafka_brokers" in message
+
+
+def test_a_misspelt_key_is_rejected_with_a_suggestion(aws):
+    aws["serving"]["maxReplica"] = 4
+    assert error_for(aws) == "mlstack:serving.maxReplica: unknown setting; did you mean 'maxReplicas'?"
+
+
+def test_latest_is_never_an_image_version(aws):
+    aws["imageVersion"] = "latest"
+    assert "mlstack:imageVersion: 'latest' is not allowed" in error_for(aws)
+
+
+def test_an_unpinned_serving_image_is_rejected(aws):
+    aws["serving"]["image"] = "tensorflow/serving:latest"
+    assert "mlstack:serving.image" in error_for(aws)
+
+
+def test_secrets_must_be_set_as_secrets(aws):
+    aws["k3sToken"] = "plaintext"
+    message = error_for(aws)
+    assert message.startswith("mlstack:k3sToken: is stored in plain text")
+    assert "pulumi config set --secret k3sToken" in message
+    assert parse(aws, ("k3sToken",)).has_k3s_token
+
+
+def test_aws_needs_admin_cidrs_so_ssh_is_never_open_by_accident(aws):
+    aws["adminCidrs"] = []
+    assert error_for(aws).startswith("mlstack:adminCidrs: missing; list the CIDR blocks")
+
+
+def test_a_bad_cidr_is_named(aws):
+    aws["adminCidrs"] = ["203.0.113.0/33"]
+    assert error_for(aws).startswith("mlstack:adminCidrs[0]: '203.0.113.0/33' is not a CIDR block")
+
+
+def test_time_slicing_needs_two_or_more_replicas(aws):
+    aws["gpuSharing"] = {"strategy": "time-slicing", "replicas": 1}
+    assert error_for(aws).startswith("mlstack:gpuSharing.replicas: time-slicing shares each GPU")
+
+
+def test_gpu_work_without_gpu_nodes_is_rejected(baremetal):
+    for host in baremetal["hosts"]:
+        host["groups"] = [g for g in host["groups"] if g != "gpu_nodes"]
+    assert error_for(baremetal).startswith(
+        "mlstack:trainingJobs[1]: asks for GPUs but no node is in gpu_nodes"
+    )
+
+
+def test_an_even_number_of_k3s_servers_is_rejected(baremetal):
+    baremetal["hosts"][1]["groups"] = ["k3s_servers"]
+    assert "embedded etcd needs an odd number" in error_for(baremetal)
+
+
+def test_existing_hosts_need_a_node_cidr_that_holds_them(baremetal):
+    baremetal["nodeCidr"] = "10.0.0.0/24"
+    assert (
+        error_for(baremetal)
+        == "mlstack:hosts[0].privateAddress: 192.0.2.10 is outside mlstack:nodeCidr 10.0.0.0/24"
+    )
+
+
+def test_hdfs_datanodes_need_data_directories(baremetal):
+    del baremetal["hosts"][1]["hdfsDataDirs"]
+    assert error_for(baremetal).startswith("mlstack:hosts[1].hdfsDataDirs: missing")
+
+
+def test_settings_of_the_other_provider_are_rejected(baremetal):
+    baremetal["nodePools"] = []
+    assert (
+        error_for(baremetal)
+        == "mlstack:nodePools: applies to nodeProvider 'aws' only; remove it for 'existing'"
+    )
+
+
+def test_serving_must_say_where_models_come_from(aws):
+    del aws["serving"]["modelSource"]
+    assert error_for(aws).startswith(
+        "mlstack:serving.modelSource: missing; say where TF Serving reads models"
+    )
+
+
+def test_the_stock_tf_serving_image_cannot_read_hdfs(aws):
+    aws["serving"]["modelSource"] = {"kind": "hdfs"}
+    assert "cannot read hdfs://" in error_for(aws)
+
+
+def test_a_training_strategy_must_fit_its_framework(aws):
+    aws["trainingJobs"][1]["strategy"] = "multi-worker-mirrored"
+    message = error_for(aws)
+    assert (
+        message
+        == "mlstack:trainingJobs[1].strategy: 'multi-worker-mirrored' is not allowed; allowed values: ddp"
+    )
+
+
+def test_a_version_label_must_point_at_a_pinned_version(aws):
+    aws["serving"]["labels"] = {"stable": 3}
+    assert "mlstack:serving.labels.stable: points at version 3" in error_for(aws)
+
+
+def test_pulumi_yaml_declares_the_same_scalar_settings_types_and_defaults_as_config_py():
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == set(config.PROJECT_KEYS)
+    for key, (kind, default) in config.PROJECT_KEYS.items():
+        assert declared[key]["type"] == kind, key
+        if config.is_required(default):
+            assert "default" not in declared[key], f"{key} is required, so Pulumi.yaml must not default it"
+        else:
+            assert declared[key]["default"] == default, key
+        assert declared[key]["description"], key
+
+
+def test_pulumi_yaml_runs_the_program_in_infra_with_python():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == config.NAMESPACE
+    assert project["main"] == "infra/"
+    assert project["runtime"]["name"] == "python"
+
+
+def test_stack_values_are_decoded_from_the_cli_encoding():
+    import pulumi
+
+    pulumi.runtime.set_all_config(
+        {
+            "mlstack:nodePools": '[{"name": "a"}]',
+            "mlstack:nodeProvider": "aws",
+            "mlstack:k3sToken": "x",
+            "aws:region": "r",
+        },
+        ["mlstack:k3sToken"],
+    )
+    values, secret = config.stack_values()
+    assert values == {"nodePools": [{"name": "a"}], "nodeProvider": "aws", "k3sToken": "[secret]"}
+    assert secret == {"k3sToken"}
+
+
+def test_undecodable_structured_config_names_the_key():
+    with pytest.raises(ConfigError, match=r"^mlstack:nodePools: expected a JSON/YAML object"):
+        config._decode("nodePools", "[not json")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"mlstack:nodePools": None}, "mlstack:nodePools: missing"),
+        ({"mlstack:kubernetesVersion": "v1.28.2+k3s1"}, "mlstack:kubernetesVersion: Kubernetes 1.28"),
+    ],
+)
+def test_a_bad_stack_fails_before_any_resource_is_declared(ansible_project, override, message):
+    run, error, fake = run_program("aws-example", {"mlstack:ansibleDir": str(ansible_project), **override})
+    assert run is None
+    assert isinstance(error, ConfigError)
+    assert str(error).startswith(message)
+    assert fake.resources == [], "resources were declared before the config was validated"
+
+
+def test_a_missing_ansible_project_fails_before_any_resource_is_declared(tmp_path):
+    run, error, fake = run_program("baremetal-example", {"mlstack:ansibleDir": str(tmp_path)})
+    assert run is None
+    assert isinstance(error, ConfigError)
+    assert str(error).startswith("mlstack:ansibleDir:") and "playbooks/site.yml not found" in str(error)
+    assert fake.resources == []

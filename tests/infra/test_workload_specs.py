@@ -1,0 +1,217 @@
+"""The job and service specs pass flags the workloads CLI accepts, and build the right topologies."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from infra import config
+from infra.specs import data, serving, streaming, training
+from tests.infra.program import ROOT, ProgramRun
+from workloads import cli
+from workloads.serving import tfs_config
+
+pytestmark = pytest.mark.xdist_group(name="infra-program")
+
+
+def accepted(command: str, args: list[str]) -> argparse.Namespace:
+    """Parses ``python -m workloads <command> <args>`` with the real parser; fails on any unknown flag."""
+    parser = cli.build_parser()
+    try:
+        return parser.parse_args([command, *args])
+    except SystemExit as exit_:
+        pytest.fail(
+            f"`python -m workloads {command}` rejects the flags the Pulumi program passes: {args} ({exit_})"
+        )
+
+
+def job(**overrides) -> config.TrainingJob:
+    fields = {"name": "run-1", "framework": "tensorflow", "strategy": "multi-worker-mirrored", **overrides}
+    return config.TrainingJob(**fields)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [job(), job(strategy="parameter-server"), job(framework="pytorch", strategy="ddp", gpus_per_worker=1)],
+    ids=["tensorflow-mwms", "tensorflow-parameter-server", "pytorch-ddp"],
+)
+def test_every_flag_of_the_training_job_exists_in_the_workloads_cli(spec):
+    args = training.train_args(spec)
+    parsed = accepted("train", args)
+    assert parsed.framework == spec.framework and parsed.strategy == spec.strategy
+
+
+@pytest.mark.parametrize("command", sorted(streaming.COMMANDS))
+def test_every_flag_of_the_streaming_services_exists_in_the_workloads_cli(command):
+    accepted(command, streaming.COMMANDS[command](config.Streaming()))
+
+
+def test_the_declared_jobs_run_the_train_command_with_the_builders_flags(run: ProgramRun):
+    for obj in run.objects_of_kind("TFJob") + run.objects_of_kind("PyTorchJob"):
+        for replica in obj["spec"][
+            training.FRAMEWORKS[("tensorflow" if obj["kind"] == "TFJob" else "pytorch")].replica_specs
+        ].values():
+            container = replica["template"]["spec"]["containers"][0]
+            assert container["command"] == ["python", "-m", "workloads", "train"]
+            assert container["args"][container["args"].index("--run-name") + 1] == obj["metadata"]["name"]
+
+
+def test_training_defaults_read_and_write_the_clusters_hdfs_layout():
+    args = training.train_args(job())
+    value = dict(zip(args[::2], args[1::2], strict=True))
+    assert (
+        value["--data"]
+        == "hdfs://hdfs-namenode.mlstack-data.svc.cluster.local:8020/mlstack/datasets/fashion-mnist/shards/"
+    )
+    assert value["--output"].startswith(f"{data.MODELS}/runs/run-1/")
+    assert value["--metrics-port"] == "9410"
+
+
+@pytest.mark.parametrize(
+    ("spec", "layout"),
+    [
+        (job(workers=3), {"Worker": (3, True)}),
+        (
+            job(strategy="parameter-server", workers=2, parameter_servers=2),
+            {"Chief": (1, False), "Worker": (2, True), "PS": (2, False)},
+        ),
+        (job(framework="pytorch", strategy="ddp", workers=4), {"Master": (1, True), "Worker": (3, True)}),
+        (job(framework="pytorch", strategy="ddp", workers=1), {"Master": (1, True)}),
+    ],
+)
+def test_each_strategy_gets_its_replica_layout(spec, layout):
+    assert training.replicas(spec) == layout
+
+
+def test_gpu_replicas_use_the_cuda_image_and_cpu_replicas_do_not():
+    images = config.Images(registry="r.example/ml", version="1.2.3")
+    built = training.training_job(job(strategy="parameter-server", gpus_per_worker=2), images)
+    specs = built["spec"]["tfReplicaSpecs"]
+    worker = specs["Worker"]["template"]["spec"]
+    assert worker["containers"][0]["image"] == "r.example/ml/mlstack-training:1.2.3-cuda"
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert worker["runtimeClassName"] == "nvidia"
+    ps = specs["PS"]["template"]["spec"]
+    assert ps["containers"][0]["image"] == "r.example/ml/mlstack-training:1.2.3"
+    assert "runtimeClassName" not in ps
+
+
+def test_gang_scheduling_sets_min_available_and_the_scheduler():
+    built = training.training_job(
+        job(workers=4, gang_scheduler="volcano"), config.Images("r.example/ml", "1")
+    )
+    assert built["spec"]["runPolicy"]["schedulingPolicy"] == {"minAvailable": 4}
+    assert built["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["schedulerName"] == "volcano"
+
+
+def test_digests_pin_images_when_configured():
+    digest = "sha256:" + "ab" * 32
+    images = config.Images("r.example/ml", "1", {"mlstack-training-cuda": digest})
+    assert images.training(gpu=True) == f"r.example/ml/mlstack-training@{digest}"
+    assert images.training(gpu=False) == "r.example/ml/mlstack-training:1"
+
+
+def test_the_serving_config_files_parse_as_tf_serving_reads_them():
+    source = config.ModelSource(kind="s3", base="s3://bucket/models")
+    files = serving.config_files(
+        config.Serving(model_source=source, versions=(3, 4), labels=(("stable", 3),))
+    )
+    (model,) = tfs_config.parse_model_config(files[serving.MODEL_FILE])
+    assert model.base_path == "s3://bucket/models/fashion_mnist"
+    assert model.versions == (3, 4) and model.labels == (("stable", 3),)
+    assert tfs_config.parse_batching_parameters(files[serving.BATCHING_FILE]).num_batch_threads == 2
+    assert tfs_config.parse_monitoring_config(files[serving.MONITORING_FILE]) == tfs_config.METRICS_PATH
+
+
+def test_gpu_serving_uses_the_gpu_image_and_the_gpu_batching_profile():
+    settings = config.Serving(
+        model_source=config.ModelSource(kind="pvc", base="/models", claim_name="m"), gpu=True
+    )
+    assert serving.serving_image(settings) == "tensorflow/serving:2.19.1-gpu"
+    batching = tfs_config.parse_batching_parameters(serving.config_files(settings)[serving.BATCHING_FILE])
+    assert batching.max_batch_size == 512
+
+
+def test_tf_serving_is_ready_only_once_its_model_answers_and_loads_its_configs(aws_run: ProgramRun):
+    (deployment,) = [
+        d for d in aws_run.objects_of_kind("Deployment") if d["metadata"]["name"] == "tf-serving"
+    ]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/fashion_mnist/metadata"
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
+    args = container["args"]
+    for flag in ("--model_config_file=", "--batching_parameters_file=", "--monitoring_config_file="):
+        assert any(a.startswith(flag + serving.CONFIG_DIR) for a in args), flag
+    assert "--enable_batching=true" in args and "--enable_model_warmup=true" in args
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounted[serving.CONFIG_DIR] == "config"
+    env = {e["name"] for e in container["env"]}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= env
+
+
+def test_the_pvc_model_source_is_mounted_read_only(baremetal_run: ProgramRun):
+    (deployment,) = [
+        d for d in baremetal_run.objects_of_kind("Deployment") if d["metadata"]["name"] == "tf-serving"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    (claim,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claim["persistentVolumeClaim"] == {"claimName": "fashion-mnist-models", "readOnly": True}
+    config_map = next(
+        c for c in baremetal_run.objects_of_kind("ConfigMap") if c["metadata"]["name"] == "tf-serving-config"
+    )
+    (model,) = tfs_config.parse_model_config(config_map["data"][serving.MODEL_FILE])
+    assert model.base_path == "/models/fashion_mnist"
+
+
+def scaling_trigger(run: ProgramRun) -> dict:
+    (scaled,) = run.objects_of_kind("ScaledObject")
+    assert not run.objects_of_kind("HorizontalPodAutoscaler"), (
+        "KEDA owns the HPA; a second one would fight it"
+    )
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"]["serverAddress"].startswith(
+        "http://kube-prometheus-stack-prometheus.monitoring.svc"
+    )
+    return trigger
+
+
+def test_keda_scales_serving_on_the_request_rate_per_replica(aws_run: ProgramRun):
+    trigger = scaling_trigger(aws_run)
+    assert trigger["metricType"] == "AverageValue"
+    assert ":tensorflow:serving:request_count" in trigger["metadata"]["query"]
+    assert trigger["metadata"]["threshold"] == "100"
+
+
+def test_keda_scales_serving_on_p99_latency_in_milliseconds(baremetal_run: ProgramRun):
+    trigger = scaling_trigger(baremetal_run)
+    assert trigger["metricType"] == "Value"
+    query = trigger["metadata"]["query"]
+    assert "histogram_quantile(0.99" in query and ":tensorflow:serving:request_latency_bucket" in query
+    assert query.endswith("/ 1000"), "TF Serving reports microseconds"
+    assert trigger["metadata"]["threshold"] == "50"
+
+
+def test_cpu_autoscaling_is_a_horizontal_pod_autoscaler():
+    settings = config.Serving(
+        model_source=config.ModelSource(kind="s3", base="s3://b"), min_replicas=2, max_replicas=5
+    )
+    scaler = serving.autoscaler(settings)
+    assert scaler["kind"] == "HorizontalPodAutoscaler"
+    assert (scaler["spec"]["minReplicas"], scaler["spec"]["maxReplicas"]) == (2, 5)
+
+
+def test_spec_modules_are_pure_and_import_neither_pulumi_nor_ml_frameworks():
+    code = (
+        "import sys, infra.specs.serving, infra.specs.training, infra.specs.gpu, infra.specs.monitoring, "
+        "infra.specs.inventory, infra.specs.network, infra.specs.streaming, infra.specs.cloud_init\n"
+        "bad = [m for m in ('pulumi', 'tensorflow', 'torch') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
