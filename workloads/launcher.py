@@ -100,6 +100,14 @@ class ElasticAgents:
         ]  # fmt: skip
 
 
+def visible_gpus(environ: Mapping[str, str]) -> list[str]:
+    """The NVIDIA GPUs a process started with ``environ`` would see (without loading a framework)."""
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [device.strip() for device in environ["CUDA_VISIBLE_DEVICES"].split(",") if device.strip()]
+    devices = (p.name.removeprefix("nvidia") for p in pathlib.Path("/dev").glob("nvidia[0-9]*"))
+    return sorted((d for d in devices if d.isdigit()), key=int)
+
+
 AGENT_ENVIRONMENT = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # a fresh store per round (docstring)
 
 
@@ -266,18 +274,28 @@ class LocalJob:
         finally:
             self._stop()
 
-    def _launch_plan(self) -> list[tuple[list[str], dict[str, str]]]:
+    def launch_plan(self) -> list[tuple[list[str], dict[str, str]]]:
         """(argv, extra environment) of every process of this attempt, on fresh ports."""
         if self.elastic is None:
             return [(self.argv, env) for env in worker_environments(self.num_workers, self.env_style)]
         endpoint = f"127.0.0.1:{free_ports(1)[0]}"
-        return [
-            (self.elastic.agent_argv(index, endpoint, self.argv), dict(AGENT_ENVIRONMENT))
-            for index in range(self.num_workers)
-        ]
+        gpus = visible_gpus(self.base_env)
+        if gpus and len(gpus) < self.num_workers:
+            log.warning(
+                "%d workers share %d GPU(s): NCCL needs a GPU of its own for every rank",
+                self.num_workers,
+                len(gpus),
+            )
+        plan = []
+        for index in range(self.num_workers):
+            extra = dict(AGENT_ENVIRONMENT)
+            if gpus:  # every agent is a "node" of its own here: give each its own GPU, as its pod would have
+                extra["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+            plan.append((self.elastic.agent_argv(index, endpoint, self.argv), extra))
+        return plan
 
     def _start(self) -> None:
-        plan = self._launch_plan()
+        plan = self.launch_plan()
         self.lost = set()
         python_path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         self.workers, self._pumps = [], []

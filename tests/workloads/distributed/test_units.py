@@ -148,3 +148,24 @@ def test_a_cluster_environment_of_the_wrong_kind_fails_at_once(tmp_path, args, e
     errors = [r["msg"] for r in json_lines(result.stderr) if r.get("level") == "error"]
     assert len(errors) == 1 and message in errors[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({"CUDA_VISIBLE_DEVICES": "2,3"}, ["2", "3"]), ({"CUDA_VISIBLE_DEVICES": ""}, [])],
+)
+def test_visible_gpus_follow_cuda_visible_devices(environ, expected):
+    assert launcher.visible_gpus(environ) == expected
+
+
+def test_each_local_elastic_agent_gets_a_gpu_of_its_own_when_there_are_gpus():
+    agents = launcher.ElasticAgents(min_nodes=2, max_nodes=2, max_restarts=1, join_timeout=10)
+    program = ["python", "-m", "workloads", "train"]
+    with_gpus = launcher.LocalJob(program, 2, elastic=agents, base_env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in with_gpus.launch_plan()] == ["0", "1"]
+    without = launcher.LocalJob(program, 2, elastic=agents, base_env={"CUDA_VISIBLE_DEVICES": ""})
+    plan = without.launch_plan()
+    assert all("CUDA_VISIBLE_DEVICES" not in env for _, env in plan)
+    assert all(env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1" for _, env in plan)
+    endpoints = {argv[argv.index("--rdzv-endpoint") + 1] for argv, _ in plan}
+    assert len(endpoints) == 1
