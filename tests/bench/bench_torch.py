@@ -73,7 +73,9 @@ def _train(workdir: pathlib.Path, framework: str, workers: int) -> tuple[float, 
     wall = time.monotonic() - began
     if result.returncode != 0:
         raise RuntimeError(f"{framework} x{workers} failed:\n{result.stderr[-3000:]}")
-    progress = [r for r in _records(result.stderr) if r.get("msg", "").startswith("step ") and r.get("rank") == 0]
+    progress = [
+        r for r in _records(result.stderr) if r.get("msg", "").startswith("step ") and r.get("rank") == 0
+    ]
     first, last = progress[0], progress[-1]
     return (last["step"] - first["step"]) * BATCH / (_ts(last) - _ts(first)), wall
 

@@ -53,7 +53,7 @@ from workloads.data.sampling import WorkerBatches
 from workloads.errors import CheckpointError, ClusterConfigError, WorkloadError
 from workloads.metrics import TrainingMetrics
 from workloads.training import runs, torch_runtime
-from workloads.training.checkpoints import CheckpointStore
+from workloads.training.checkpoints import CheckpointState, CheckpointStore
 from workloads.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,8 @@ class _Trainer:
     def _train(self) -> None:
         import torch
 
+        from workloads.data.torch_adapter import torch_batches
+
         config, info = self.config, self.info
         data_url, data = runs.open_training_data(config)
         batches = WorkerBatches(
@@ -231,6 +233,14 @@ class _Trainer:
         total_steps = config.epochs * batches.steps_per_epoch
         runs.log_training_data(data_url, batches, total_steps)
 
+        store = (
+            CheckpointStore(config.checkpoint_dir, keep=config.keep_checkpoints)
+            if config.checkpoint_dir
+            else None
+        )
+        identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
+        resume = self._read_checkpoint(store, identity)  # before the model: a damaged one fails fast
+
         seed_everything(config.seed)
         self.model = model = models.build_model(config.model)
         trainable = [variable.value for variable in model.trainable_variables]
@@ -242,18 +252,14 @@ class _Trainer:
         else:
             self.network = model
         self.statistics = models.moving_statistics(model)
-        store = (
-            CheckpointStore(config.checkpoint_dir, keep=config.keep_checkpoints)
-            if config.checkpoint_dir
-            else None
-        )
-        identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
-        start_step = self._restore(store, identity, batches)
+        start_step = 0
+        if resume is not None:
+            start_step = self._restore(*resume)
+            runs.log_resumed(store, resume[0], batches)
         self.metrics.record_resume(start_step)
 
         losses: dict[int, list[float]] = {}
         step = start_step
-        from workloads.data.torch_adapter import torch_batches
 
         with progress.bar(
             total_steps,
@@ -386,50 +392,53 @@ class _Trainer:
         store.save(step, epoch, batch, write, extra=identity)
         self.metrics.record_checkpoint()
 
-    def _restore(
-        self, store: CheckpointStore | None, identity: dict[str, Any], batches: WorkerBatches
-    ) -> int:
+    def _read_checkpoint(
+        self, store: CheckpointStore | None, identity: dict[str, Any]
+    ) -> tuple[CheckpointState, dict[str, Any], str] | None:
+        """The checkpoint to resume from, read and verified: (state, payload, where), or None."""
         if store is None:
             runs.log_fresh_start(None)
-            return 0
+            return None
         if self.info.is_chief:
             store.remove_stale_staging()
         state = store.latest()
         if state is None:
             runs.log_fresh_start(store)
-            return 0
+            return None
         runs.check_resumable(store, state, identity)
         where = storage.join(store.url, state.path)
         with store.open(state) as directory:
-            self._load(directory, where)
-        self.metrics.record_checkpoint()
-        runs.log_resumed(store, state, batches)
-        return state.step
+            return state, self._read_payload(directory, where), where
 
-    def _load(self, directory: pathlib.Path, where: str) -> None:
+    def _read_payload(self, directory: pathlib.Path, where: str) -> dict[str, Any]:
         import pickle
 
         import torch
 
         payload = directory / PAYLOAD
-        damaged = (
-            f"the checkpoint {where} is damaged; nothing was changed: move {where} aside and point "
-            "latest.json at an earlier step directory, or start with a new --checkpoint-dir"
-        )
         try:
             expected = (directory / PAYLOAD_DIGEST).read_text().strip()
         except FileNotFoundError:
-            raise CheckpointError(f"{where}: {PAYLOAD_DIGEST} is missing; {damaged}") from None
+            raise CheckpointError(f"{where}: {PAYLOAD_DIGEST} is missing; {_damaged(where)}") from None
         if not payload.is_file():
-            raise CheckpointError(f"{where}: {PAYLOAD} is missing; {damaged}")
+            raise CheckpointError(f"{where}: {PAYLOAD} is missing; {_damaged(where)}")
         actual = _sha256(payload)
         if actual != expected:
             raise CheckpointError(
-                f"{where}/{PAYLOAD}: SHA-256 is {actual[:12]}..., the checkpoint recorded {expected[:12]}...; {damaged}"
+                f"{where}/{PAYLOAD}: SHA-256 is {actual[:12]}..., the checkpoint recorded {expected[:12]}...; "
+                + _damaged(where)
             )
         try:
-            state = torch.load(payload, map_location=self.placement.device, weights_only=True)
-            variables = state["variables"]
+            return torch.load(payload, map_location=self.placement.device, weights_only=True)
+        except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+            raise CheckpointError(f"cannot restore {where}/{PAYLOAD}: {error}; {_damaged(where)}") from None
+
+    def _restore(self, state: CheckpointState, payload: dict[str, Any], where: str) -> int:
+        """Puts a verified checkpoint into the model, optimizer, scaler and RNG; returns its step."""
+        import torch
+
+        try:
+            variables = payload["variables"]
             if len(variables) != len(self.model.variables):
                 raise ValueError(
                     f"{len(variables)} variables saved, the model has {len(self.model.variables)}"
@@ -440,11 +449,20 @@ class _Trainer:
                         f"{path} has shape {tuple(value.shape)}, the model {tuple(variable.shape)}"
                     )
                 variable.assign(value.to(self.placement.device))
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["torch_rng"].cpu())
-        except (KeyError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            raise CheckpointError(f"cannot restore {where}/{PAYLOAD}: {error}; {damaged}") from None
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scaler.load_state_dict(payload["scaler"])
+            torch.set_rng_state(payload["torch_rng"].cpu())
+        except (KeyError, ValueError, RuntimeError, TypeError) as error:
+            raise CheckpointError(f"cannot restore {where}/{PAYLOAD}: {error}; {_damaged(where)}") from None
+        self.metrics.record_checkpoint()
+        return state.step
+
+
+def _damaged(where: str) -> str:
+    return (
+        f"the checkpoint {where} is damaged; nothing was changed: move {where} aside and point "
+        "latest.json at an earlier step directory, or start with a new --checkpoint-dir"
+    )
 
 
 def _sha256(path: pathlib.Path) -> str:

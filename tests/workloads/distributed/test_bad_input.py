@@ -105,27 +105,27 @@ def tree_digest(root: pathlib.Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def checkpoints(small_dataset, tmp_path_factory) -> pathlib.Path:
-    """The checkpoints of one finished single-process run: steps 16 and 32 (the latest)."""
+    """The checkpoints of one finished single-process run: steps 4 and 8 (the latest)."""
     root = tmp_path_factory.mktemp("checkpointed")
     result = run_workloads(
         "train", "--framework", "pytorch", "--strategy", "ddp", "--data", str(small_dataset),
         "--output", str(root / "model"), "--checkpoint-dir", str(root / "checkpoints"),
-        "--epochs", "1", "--checkpoint-every", "16", "--metrics-port", "0",
+        "--epochs", "1", "--batch-size", "256", "--checkpoint-every", "4", "--metrics-port", "0",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "checkpoints"
 
 
 def flip_a_byte(directory: pathlib.Path) -> str:
-    payload = directory / "step-000000032" / "torch" / "state.pt"
+    payload = directory / "step-000000008" / "torch" / "state.pt"
     data = bytearray(payload.read_bytes())
     data[len(data) // 2] ^= 0xFF
     payload.write_bytes(bytes(data))
-    return "step-000000032/torch/state.pt: SHA-256 is"
+    return "step-000000008/torch/state.pt: SHA-256 is"
 
 
 def truncate_the_payload_and_its_digest(directory: pathlib.Path) -> str:
-    payload = directory / "step-000000032" / "torch" / "state.pt"
+    payload = directory / "step-000000008" / "torch" / "state.pt"
     payload.write_bytes(payload.read_bytes()[:1000])
     (payload.parent / "state.pt.sha256").write_text(hashlib.sha256(payload.read_bytes()).hexdigest())
     return "cannot restore"
@@ -148,12 +148,12 @@ def test_a_damaged_checkpoint_stops_the_run_naming_the_file_and_nothing_is_overw
     result = run_workloads(
         "train", "--framework", "pytorch", "--strategy", "ddp", "--data", str(small_dataset),
         "--output", str(tmp_path / "model"), "--checkpoint-dir", str(directory),
-        "--epochs", "2", "--checkpoint-every", "16", "--metrics-port", "0",
+        "--epochs", "2", "--batch-size", "256", "--checkpoint-every", "4", "--metrics-port", "0",
         timeout=120,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     errors = [r["msg"] for r in json_lines(result.stderr) if r.get("level") == "error"]
     assert len(errors) == 1 and expected in errors[0], errors
     assert "Traceback" not in result.stderr
-    assert tree_digest(directory) == before  # the good step-16 checkpoint and everything else untouched
+    assert tree_digest(directory) == before  # the good step-4 checkpoint and everything else untouched
     assert not (tmp_path / "model").exists()

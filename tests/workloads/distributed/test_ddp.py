@@ -2,14 +2,13 @@
 result is an ordinary trained-model directory that selection and export take as they take a
 TensorFlow one."""
 
-import json
 import pathlib
 
 import numpy as np
 import pytest
 
 from tests.workloads.distributed.conftest import DDP_BATCH, DDP_EPOCHS, run_python
-from tests.workloads.support import json_lines, run_workloads
+from tests.workloads.support import json_lines
 from workloads.data.shards import ShardSet
 from workloads.training import trained_model
 
@@ -92,10 +91,14 @@ def test_the_pytorch_model_and_its_exported_saved_model_agree_within_1e4(ddp_run
         KERAS_BACKEND="torch",
     )
     assert torch_side.returncode == 0, torch_side.stderr[-3000:]
-    exported = run_workloads(
-        "export", "--model-dir", str(ddp_run.output), "--output", str(tmp_path / "saved")
-    )
-    assert exported.returncode == 0, exported.stderr[-3000:]
+    import keras
+
+    from workloads.export import export_trained_model
+
+    assert (
+        keras.backend.backend() == "tensorflow"
+    )  # this process exports, as `python -m workloads export` does
+    export_trained_model(str(ddp_run.output), str(tmp_path / "saved"))
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
     outputs = served(images=tf.constant(images[:128].astype(np.float32)))
     expected = np.load(tmp_path / "torch.npy")
@@ -103,23 +106,19 @@ def test_the_pytorch_model_and_its_exported_saved_model_agree_within_1e4(ddp_run
     assert np.array_equal(outputs["class_ids"].numpy(), expected.argmax(axis=1))
 
 
-def test_selection_ranks_pytorch_and_tensorflow_candidates_side_by_side(ddp_run, ps_run, tmp_path):
-    result = run_workloads(
-        "select", "--candidates", str(ddp_run.output), str(ps_run.output), "--data", ddp_run.config.data,
-        "--results", str(tmp_path / "selection.json"), "--model-base-path", str(tmp_path / "serving"),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = json.loads((tmp_path / "selection.json").read_text())
-    rows = {row["run_name"]: row for row in table["candidates"]}
-    assert {name: row["framework"] for name, row in rows.items()} == {
+def test_selection_ranks_pytorch_and_tensorflow_candidates_side_by_side(ddp_run, ps_run):
+    from workloads import selection
+
+    candidates = selection.find_candidates([str(ddp_run.output), str(ps_run.output)])
+    rows = selection.select(candidates, ShardSet.open(str(split(ddp_run, "test"))), "accuracy")
+    assert {row.run_name: row.framework for row in rows} == {
         "ddp-batchnorm": "pytorch",
         "ps-plain": "tensorflow",
     }
-    assert [row["rank"] for row in table["candidates"]] == [1, 2]
-    accuracies = [row["accuracy"] for row in table["candidates"]]
-    assert accuracies == sorted(accuracies, reverse=True) and min(accuracies) > 0.3
-    assert "pytorch" in result.stdout and "tensorflow" in result.stdout and "<- selected" in result.stdout
-    assert (tmp_path / "serving" / "fashion_mnist" / "1" / "saved_model.pb").exists()
+    assert [row.rank for row in rows] == [1, 2]
+    assert rows[0].accuracy >= rows[1].accuracy and rows[1].accuracy > 0.3
+    table = selection.render_table(rows, "accuracy")
+    assert "pytorch" in table and "tensorflow" in table and "<- selected" in table
 
 
 def test_the_chief_checkpointed_every_interval_and_kept_the_latest_ones(ddp_run):
