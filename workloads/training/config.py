@@ -73,7 +73,8 @@ class TrainConfig(CommandConfig):
     log_every: int = option(50, help="steps between progress log lines", check=positive)
     local_workers: int = option(
         1,
-        help="start this many worker processes here, with TF_CONFIG on 127.0.0.1 (a local TFJob); 1 = this process",
+        help="start this many workers here on 127.0.0.1, with the environment their Kubeflow job would "
+        "give them (TF_CONFIG; PyTorch: torchrun elastic agents); 1 = this process",
         check=positive,
     )
     local_ps: int = option(
@@ -88,7 +89,12 @@ class TrainConfig(CommandConfig):
         "--local-workers); 0 = a fixed-size job",
         check=non_negative,
     )
-    max_restarts: int = option(3, help="local launch: group restarts after a worker dies", check=non_negative)
+    max_restarts: int = option(
+        3,
+        help="local launch: group restarts after a worker dies (PyTorch: also each torchrun agent's "
+        "--max-restarts)",
+        check=non_negative,
+    )
     timeout: float = option(
         3600.0, help="local launch: seconds before the whole job is stopped", check=positive
     )

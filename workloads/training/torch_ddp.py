@@ -181,21 +181,23 @@ class _Trainer:
                 threads=torch.get_num_threads(),
             ),
         )
-        if self.distributed:
-            torch_runtime.join(
-                self.info,
-                self.placement.backend,
-                startup_timeout=self.config.startup_timeout,
-                collective_timeout=self.config.collective_timeout,
-                settings={name: getattr(self.config, name) for name in AGREED_SETTINGS},
-            )
+        doing = "joining the process group"
         try:
+            if self.distributed:
+                torch_runtime.join(
+                    self.info,
+                    self.placement.backend,
+                    startup_timeout=self.config.startup_timeout,
+                    collective_timeout=self.config.collective_timeout,
+                    settings={name: getattr(self.config, name) for name in AGREED_SETTINGS},
+                )
+            doing = "training"
             self._train()
         except WorkloadError:
             raise
         except Exception as error:
             if self.distributed and torch_runtime.is_peer_failure(error):
-                raise torch_runtime.peer_lost(error, "training") from None
+                raise torch_runtime.peer_lost(error, doing) from None
             raise
         if self.distributed:
             torch_runtime.leave()

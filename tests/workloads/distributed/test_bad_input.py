@@ -157,3 +157,37 @@ def test_a_damaged_checkpoint_stops_the_run_naming_the_file_and_nothing_is_overw
     assert "Traceback" not in result.stderr
     assert tree_digest(directory) == before  # the good step-4 checkpoint and everything else untouched
     assert not (tmp_path / "model").exists()
+
+
+def test_a_frozen_peer_ends_the_other_rank_within_the_collective_timeout_with_the_retryable_code(
+    small_dataset, tmp_path
+):
+    """SIGSTOP keeps the peer's sockets open: only the process group's timeout can notice."""
+    import os
+    import signal
+    import threading
+
+    port = pick_free_port()
+    flags = ("--startup-timeout", "60", "--collective-timeout", "5", "--epochs", "100", "--log-every", "5")
+    ranks = [start_rank(rank, 2, port, small_dataset, tmp_path / "model", *flags) for rank in (0, 1)]
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(ranks[0].stdout), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any('"msg": "step ' in line for line in lines):
+            assert time.monotonic() < deadline, "training never started:\n" + "".join(lines[-20:])
+            assert ranks[0].poll() is None, "".join(lines[-20:])
+            time.sleep(0.2)
+        os.kill(ranks[1].pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        code = ranks[0].wait(timeout=90)
+        waited = time.monotonic() - frozen_at
+    finally:
+        for rank in ranks:
+            if rank.poll() is None:
+                rank.kill()
+                rank.wait()
+    errors = [r["msg"] for r in json_lines("".join(lines)) if r.get("level") == "error"]
+    assert code == 138, "".join(lines[-20:])
+    assert len(errors) == 1 and errors[0].startswith("lost contact with a peer worker while training")
+    assert waited < 45
