@@ -178,6 +178,15 @@ def tf_config_for(workers: list[str], index: int, chief: str | None = None) -> s
     cluster: dict[str, list[str]] = {"worker": list(workers)}
     if chief:
         cluster["chief"] = [chief]
+    return tf_config(cluster, "worker", index)
+
+
+def tf_config(cluster: Mapping[str, list[str]], task_type: str, index: int) -> str:
+    """The ``TF_CONFIG`` a TFJob gives task ``index`` of ``task_type`` in ``cluster``."""
     return json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": index}, "environment": "cloud"}
+        {
+            "cluster": {k: list(v) for k, v in cluster.items()},
+            "task": {"type": task_type, "index": index},
+            "environment": "cloud",
+        }
     )

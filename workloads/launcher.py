@@ -11,6 +11,19 @@ for a lost peer), the others are stopped and the whole group restarts on fresh p
 ``max_restarts`` times; workers resume from their checkpoints. An exit code of 1-127 is a permanent
 error (bad input, bad config) that a restart cannot fix, so the job stops at once. The whole job has
 an outer ``timeout``, so nothing waits forever on a hung collective.
+
+With ``elastic`` (:class:`ElasticAgents`, an elastic PyTorchJob), each of the processes is a torchrun
+elastic agent (one "node" running one worker) joining a c10d rendezvous hosted by agent 0 on a free
+loopback port. The agents restart their workers themselves when one fails or a node joins or
+leaves (``--max-restarts`` each, every rendezvous wait bounded by ``join_timeout``); this launcher
+only watches the agents: losing one is tolerated while at least ``min_nodes`` remain (the job goes
+on smaller), and below that the whole group restarts as above.
+
+torchrun normally keeps one store for the workers across restarts, without clearing it; after a
+restart gloo can then read a dead peer's address from the previous round and fail to connect, or
+hang until its timeout (seen here: "Gloo connectFullMesh failed ... Connection refused", and
+restarts that took minutes). The agents therefore run with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``,
+which gives every round a fresh store hosted by the new rank 0.
 """
 
 from __future__ import annotations
@@ -49,6 +62,60 @@ CLUSTER_VARIABLES = (
 
 
 @dataclasses.dataclass(frozen=True)
+class ElasticAgents:
+    """How each process of an elastic job runs: a torchrun agent with one worker (one "node")."""
+
+    min_nodes: int
+    max_nodes: int
+    max_restarts: int  # worker-group restarts per agent
+    join_timeout: float  # seconds a rendezvous may take before the agent gives up
+    last_call_timeout: float = 2.0  # extra wait for more nodes once min_nodes have joined
+    close_timeout: float = 10.0
+    read_timeout: float = 60.0  # store operations
+    monitor_interval: float = 0.5
+    run_id: str = "mlstack"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_nodes <= self.max_nodes:
+            raise ValueError(f"need 1 <= min_nodes <= max_nodes, got {self.min_nodes}:{self.max_nodes}")
+
+    def agent_argv(self, index: int, endpoint: str, program: Sequence[str]) -> list[str]:
+        """torchrun's command line for agent ``index``; ``program`` is ``python -m module ...``."""
+        if len(program) < 3 or program[1] != "-m":
+            raise ValueError(f"an elastic worker must be `python -m module ...`, got {list(program)}")
+        conf = {
+            "is_host": "true" if index == 0 else "false",
+            "join_timeout": _seconds(self.join_timeout),
+            "last_call_timeout": _seconds(self.last_call_timeout),
+            "close_timeout": _seconds(self.close_timeout),
+            "read_timeout": _seconds(self.read_timeout),
+        }
+        return [
+            program[0], "-m", "torch.distributed.run",
+            "--nnodes", f"{self.min_nodes}:{self.max_nodes}", "--nproc-per-node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", self.run_id,
+            "--rdzv-conf", ",".join(f"{k}={v}" for k, v in conf.items()),
+            "--max-restarts", str(self.max_restarts), "--monitor-interval", str(self.monitor_interval),
+            *program[1:],
+        ]  # fmt: skip
+
+
+def visible_gpus(environ: Mapping[str, str]) -> list[str]:
+    """The NVIDIA GPUs a process started with ``environ`` would see (without loading a framework)."""
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [device.strip() for device in environ["CUDA_VISIBLE_DEVICES"].split(",") if device.strip()]
+    devices = (p.name.removeprefix("nvidia") for p in pathlib.Path("/dev").glob("nvidia[0-9]*"))
+    return sorted((d for d in devices if d.isdigit()), key=int)
+
+
+AGENT_ENVIRONMENT = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # a fresh store per round (docstring)
+
+
+def _seconds(value: float) -> str:
+    return str(max(1, round(value)))
+
+
+@dataclasses.dataclass(frozen=True)
 class LaunchResult:
     attempts: int
     wall_seconds: float
@@ -68,8 +135,50 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def worker_environments(count: int, style: Literal["tf_config", "torchrun"]) -> list[dict[str, str]]:
+@dataclasses.dataclass(frozen=True)
+class ParameterServerCluster:
+    """A TFJob with ps replicas: process 0 is the chief, then the workers, then the ps tasks.
+
+    Workers and parameter servers serve until they are stopped; the job is done when the chief is.
+    """
+
+    workers: int
+    ps: int
+
+    @property
+    def size(self) -> int:
+        return 1 + self.workers + self.ps
+
+    def environments(self) -> list[dict[str, str]]:
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(self.size)]
+        tasks = {
+            "chief": addresses[:1],
+            "worker": addresses[1 : 1 + self.workers],
+            "ps": addresses[1 + self.workers :],
+        }
+        order = (
+            [("chief", 0)]
+            + [("worker", i) for i in range(self.workers)]
+            + [("ps", i) for i in range(self.ps)]
+        )
+        return [{"TF_CONFIG": cluster.tf_config(tasks, task, index)} for task, index in order]
+
+
+def parameter_server_style(workers: int, ps: int) -> ParameterServerCluster:
+    return ParameterServerCluster(workers, ps)
+
+
+EnvStyle = Literal["tf_config", "torchrun"] | ParameterServerCluster
+
+
+def worker_environments(count: int, style: EnvStyle) -> list[dict[str, str]]:
     """What the training operator would inject into each of ``count`` workers."""
+    if isinstance(style, ParameterServerCluster):
+        if count != style.size:
+            raise ValueError(
+                f"a parameter-server cluster of {style.size} tasks cannot run as {count} processes"
+            )
+        return style.environments()
     if style == "tf_config":
         addresses = [f"127.0.0.1:{port}" for port in free_ports(count)]
         return [{"TF_CONFIG": cluster.tf_config_for(addresses, index)} for index in range(count)]
@@ -95,7 +204,7 @@ class LocalJob:
         argv: Sequence[str],
         num_workers: int,
         *,
-        env_style: Literal["tf_config", "torchrun"] = "tf_config",
+        env_style: EnvStyle = "tf_config",
         max_restarts: int = 3,
         timeout: float = 3600.0,
         log_dir: pathlib.Path | None = None,
@@ -104,9 +213,12 @@ class LocalJob:
         echo: bool = True,
         grace_seconds: float = 10.0,
         on_start: Callable[[LocalJob], None] | None = None,
+        elastic: ElasticAgents | None = None,
     ) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+        if elastic and elastic.max_nodes != num_workers:
+            raise ValueError(f"{num_workers} agents cannot make an elastic job of up to {elastic.max_nodes}")
         self.argv = list(argv)
         self.num_workers = num_workers
         self.env_style = env_style
@@ -118,7 +230,9 @@ class LocalJob:
         self.echo = echo
         self.grace_seconds = grace_seconds
         self.on_start = on_start
+        self.elastic = elastic
         self.attempt = 0
+        self.lost: set[int] = set()  # elastic: agents gone for good while the job went on without them
         self.workers: list[subprocess.Popen] = []
         self._pumps: list[threading.Thread] = []
         self._echo_lock = threading.Lock()
@@ -160,11 +274,32 @@ class LocalJob:
         finally:
             self._stop()
 
+    def launch_plan(self) -> list[tuple[list[str], dict[str, str]]]:
+        """(argv, extra environment) of every process of this attempt, on fresh ports."""
+        if self.elastic is None:
+            return [(self.argv, env) for env in worker_environments(self.num_workers, self.env_style)]
+        endpoint = f"127.0.0.1:{free_ports(1)[0]}"
+        gpus = visible_gpus(self.base_env)
+        if gpus and len(gpus) < self.num_workers:
+            log.warning(
+                "%d workers share %d GPU(s): NCCL needs a GPU of its own for every rank",
+                self.num_workers,
+                len(gpus),
+            )
+        plan = []
+        for index in range(self.num_workers):
+            extra = dict(AGENT_ENVIRONMENT)
+            if gpus:  # every agent is a "node" of its own here: give each its own GPU, as its pod would have
+                extra["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+            plan.append((self.elastic.agent_argv(index, endpoint, self.argv), extra))
+        return plan
+
     def _start(self) -> None:
-        environments = worker_environments(self.num_workers, self.env_style)
+        plan = self.launch_plan()
+        self.lost = set()
         python_path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         self.workers, self._pumps = [], []
-        for index, extra in enumerate(environments):
+        for index, (argv, extra) in enumerate(plan):
             inherited = {k: v for k, v in self.base_env.items() if k not in CLUSTER_VARIABLES}
             env = {
                 **inherited,
@@ -175,7 +310,7 @@ class LocalJob:
                 "PYTHONPATH": python_path,
             }
             process = subprocess.Popen(
-                self.argv,
+                argv,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -225,9 +360,15 @@ class LocalJob:
         while True:
             codes = [p.poll() for p in self.workers]
             for index, code in enumerate(codes):
-                if code not in (None, 0):
+                if (
+                    code not in (None, 0)
+                    and index not in self.lost
+                    and not self._tolerate(index, code, codes)
+                ):
                     return index, code
-            if all(code == 0 for code in codes):
+            if isinstance(self.env_style, ParameterServerCluster) and codes[0] == 0:
+                return None  # the chief is done; the ps and worker tasks are stopped, not awaited
+            if all(code == 0 for index, code in enumerate(codes) if index not in self.lost):
                 for pump in self._pumps:
                     pump.join(timeout=5)
                 return None
@@ -237,6 +378,24 @@ class LocalJob:
                     f"the job did not finish within {self.timeout:.0f} s (--timeout); stopped all workers"
                 )
             time.sleep(0.1)
+
+    def _tolerate(self, index: int, code: int, codes: list[int | None]) -> bool:
+        """Elastic jobs go on without a lost agent while at least ``min_nodes`` agents remain."""
+        if self.elastic is None or not is_retryable_exit(code):
+            return False
+        remaining = sum(1 for i, c in enumerate(codes) if c in (None, 0) and i not in self.lost)
+        if remaining < self.elastic.min_nodes:
+            return False
+        self.lost.add(index)
+        _signal(self.workers[index], signal.SIGKILL)  # its worker, orphaned by the agent's death
+        log.warning(
+            "agent %d lost (%s); the elastic job continues with %d node(s)",
+            index,
+            _describe(code),
+            remaining,
+            extra=logs.fields(worker=index, exit_code=code, remaining=remaining),
+        )
+        return True
 
     def _stop(self) -> None:
         alive = [p for p in self.workers if p.poll() is None]

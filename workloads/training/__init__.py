@@ -1,8 +1,8 @@
 """Training: one registry of trainers, keyed by (framework, strategy), all sharing one config.
 
 A trainer is ``train(config: TrainConfig) -> int`` in its own module, imported only when chosen
-(TensorFlow and PyTorch never load together). The PyTorch DDP and parameter-server trainers register
-here beside the MultiWorkerMirroredStrategy one.
+(TensorFlow and PyTorch never load together). TensorFlow's MultiWorkerMirroredStrategy and
+ParameterServerStrategy trainers and the PyTorch DDP trainer are registered here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from workloads.errors import WorkloadError
 
 TRAINERS: dict[tuple[str, str], str] = {
     ("tensorflow", "multi-worker-mirrored"): "workloads.training.tf_mwms:train",
+    ("tensorflow", "parameter-server"): "workloads.training.tf_parameter_server:train",
+    ("pytorch", "ddp"): "workloads.training.torch_ddp:train",
 }
 
 

@@ -20,7 +20,8 @@ class TrainConfig(CommandConfig):
     output: str = option(help="trained-model directory the chief writes (model.keras + training.json)")
     framework: Literal["tensorflow", "pytorch"] = option("tensorflow", help="training framework")
     strategy: Literal["multi-worker-mirrored", "parameter-server", "ddp"] = option(
-        "multi-worker-mirrored", help="distribution strategy"
+        "multi-worker-mirrored",
+        help="distribution strategy: multi-worker-mirrored or parameter-server (tensorflow), ddp (pytorch)",
     )
     model: str = option("plain", help="model variant", choices=tuple(models.MODELS))
     epochs: int = option(3, help="passes over the training data", check=positive)
@@ -55,7 +56,14 @@ class TrainConfig(CommandConfig):
         300.0, help="seconds to wait for every worker to join at start-up", check=positive
     )
     threads: int = option(
-        0, help="CPU threads per worker for TensorFlow ops; 0 = TensorFlow's default", check=non_negative
+        0,
+        help="CPU threads per worker for TensorFlow or PyTorch ops; 0 = the framework's default",
+        check=non_negative,
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto",
+        help="PyTorch arithmetic: auto = bf16 autocast on GPUs that support it, else fp16 autocast with "
+        "loss scaling, and fp32 on CPU; bf16/fp16 force autocast (fp16 adds a GradScaler)",
     )
     shuffle_window: int = option(
         DEFAULT_SHUFFLE_WINDOW, help="records shuffled together inside a worker's share", check=positive
@@ -65,16 +73,42 @@ class TrainConfig(CommandConfig):
     log_every: int = option(50, help="steps between progress log lines", check=positive)
     local_workers: int = option(
         1,
-        help="start this many worker processes here, with TF_CONFIG on 127.0.0.1 (a local TFJob); 1 = this process",
+        help="start this many workers here on 127.0.0.1, with the environment their Kubeflow job would "
+        "give them (TF_CONFIG; PyTorch: torchrun elastic agents); 1 = this process",
         check=positive,
     )
-    max_restarts: int = option(3, help="local launch: group restarts after a worker dies", check=non_negative)
+    local_ps: int = option(
+        1,
+        help="local launch of --strategy parameter-server: ps tasks started beside the chief and the "
+        "--local-workers workers",
+        check=positive,
+    )
+    min_workers: int = option(
+        0,
+        help="PyTorch local launch: elastic minimum of workers (torchrun --nnodes MIN:MAX with MAX = "
+        "--local-workers); 0 = a fixed-size job",
+        check=non_negative,
+    )
+    max_restarts: int = option(
+        3,
+        help="local launch: group restarts after a worker dies (PyTorch: also each torchrun agent's "
+        "--max-restarts)",
+        check=non_negative,
+    )
     timeout: float = option(
         3600.0, help="local launch: seconds before the whole job is stopped", check=positive
     )
 
     def validate(self) -> None:
-        if self.batch_size % self.local_workers:
+        if self.strategy == "ddp" and self.framework != "pytorch":
+            raise ConfigError("--strategy", "ddp is PyTorch's strategy: pass --framework pytorch")
+        if self.framework == "pytorch" and self.strategy != "ddp":
+            raise ConfigError("--strategy", f"PyTorch trains with --strategy ddp, not {self.strategy}")
+        if self.min_workers > self.local_workers:
+            raise ConfigError(
+                "--min-workers", f"{self.min_workers} is more than --local-workers {self.local_workers}"
+            )
+        if self.strategy != "parameter-server" and self.batch_size % self.local_workers:
             raise ConfigError(
                 "--batch-size",
                 f"{self.batch_size} must be a multiple of --local-workers {self.local_workers}",

@@ -1,4 +1,13 @@
-"""Running one training configuration as a local multi-process job (``train --local-workers N``)."""
+"""Running one training configuration as a local multi-process job (``train --local-workers N``).
+
+What the workers are given mirrors the Kubeflow job that would run them in the cluster:
+
+- TensorFlow, MultiWorkerMirroredStrategy: N workers with ``TF_CONFIG`` (a TFJob);
+- TensorFlow, parameter server: one chief, N workers and ``--local-ps`` ps tasks with ``TF_CONFIG``
+  (a TFJob with ps replicas); the job is done when the chief is;
+- PyTorch DDP: N torchrun elastic agents, one worker each, on a c10d rendezvous (an elastic
+  PyTorchJob); ``--min-workers`` below N lets the job go on when agents are lost.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +39,27 @@ def worker_argv(config_file: pathlib.Path, threads: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _env_style(config: TrainConfig) -> launcher.EnvStyle:
+    if config.framework == "pytorch":
+        return "torchrun"
+    if config.strategy == "parameter-server":
+        return launcher.parameter_server_style(config.local_workers, config.local_ps)
+    return "tf_config"
+
+
+def _elastic_agents(config: TrainConfig) -> launcher.ElasticAgents | None:
+    if config.framework != "pytorch":
+        return None
+    return launcher.ElasticAgents(
+        min_nodes=config.min_workers or config.local_workers,
+        max_nodes=config.local_workers,
+        max_restarts=config.max_restarts,
+        join_timeout=config.startup_timeout,
+        read_timeout=max(config.collective_timeout, 30.0),
+        run_id=config.effective_run_name,
+    )
+
+
 def launch_local(
     config: TrainConfig, log_dir: pathlib.Path | None = None, on_start=None
 ) -> launcher.LaunchResult:
@@ -38,10 +68,14 @@ def launch_local(
     with tempfile.TemporaryDirectory(prefix="mlstack-launch-") as tmp:
         config_file = pathlib.Path(tmp) / "train.json"
         config_file.write_text(json.dumps(settings.to_mapping(config)))
+        processes = config.local_workers
+        if config.strategy == "parameter-server":
+            processes += 1 + config.local_ps  # the chief and the parameter servers
         job = launcher.LocalJob(
             worker_argv(config_file, config.threads or worker_threads(config.local_workers)),
-            config.local_workers,
-            env_style="torchrun" if config.framework == "pytorch" else "tf_config",
+            processes,
+            env_style=_env_style(config),
+            elastic=_elastic_agents(config),
             max_restarts=config.max_restarts,
             timeout=config.timeout,
             log_dir=log_dir,

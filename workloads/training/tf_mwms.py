@@ -17,7 +17,6 @@ writes the trained model.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import sys
@@ -27,12 +26,10 @@ from typing import Any
 import numpy as np
 
 from workloads import cluster, logs, models, progress, storage
-from workloads.data import datasets
 from workloads.data.sampling import WorkerBatches
-from workloads.data.shards import ShardCache, ShardSet
-from workloads.errors import CheckpointError, ClusterConfigError, DataError, PeerLostError, WorkloadError
+from workloads.errors import CheckpointError, ClusterConfigError, PeerLostError
 from workloads.metrics import TrainingMetrics
-from workloads.training import trained_model
+from workloads.training import runs
 from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
 
@@ -40,14 +37,6 @@ log = logging.getLogger(__name__)
 FRAMEWORK = "tensorflow"
 STRATEGY = "multi-worker-mirrored"
 PAYLOAD = "tf/model"  # tf.train.Checkpoint prefix inside a checkpoint directory
-
-
-def weights_digest(weights: list[np.ndarray]) -> str:
-    """SHA-256 over all weights: equal on every replica of a correct synchronous run."""
-    digest = hashlib.sha256()
-    for value in weights:
-        digest.update(np.ascontiguousarray(value).tobytes())
-    return digest.hexdigest()
 
 
 def train(config: TrainConfig) -> int:
@@ -105,13 +94,7 @@ class _Trainer:
 
     def _run(self) -> int:
         tf, config = self.tf, self.config
-        splits = datasets.resolve_splits(config.data)
-        data = ShardSet.open(splits.train, cache=ShardCache(config.cache_dir))
-        if data.manifest.image_shape != models.IMAGE_SHAPE:
-            raise DataError(
-                splits.train,
-                f"holds {data.manifest.image_shape} images; the models take {models.IMAGE_SHAPE}",
-            )
+        data_url, data = runs.open_training_data(config)
         self._configure_coordination()
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=config.collective_timeout)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -135,17 +118,7 @@ class _Trainer:
             shuffle_window=config.shuffle_window,
         )
         total_steps = config.epochs * batches.steps_per_epoch
-        log.info(
-            "training data",
-            extra=logs.fields(
-                url=splits.train,
-                records=len(data),
-                steps_per_epoch=batches.steps_per_epoch,
-                dropped_per_epoch=batches.dropped_per_epoch,
-                per_worker_batch=batches.per_worker_batch,
-                total_steps=total_steps,
-            ),
-        )
+        runs.log_training_data(data_url, batches, total_steps)
         with strategy.scope():
             model = models.build_model(config.model, seed=config.seed)
             import keras
@@ -213,18 +186,7 @@ class _Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
                     if step % config.log_every == 0 or step == total_steps:
-                        log.info(
-                            "step %d/%d loss %.4f",
-                            step,
-                            total_steps,
-                            loss,
-                            extra=logs.fields(
-                                step=step,
-                                epoch=epoch,
-                                loss=round(loss, 5),
-                                samples_per_second=round(batches.per_worker_batch / elapsed, 1),
-                            ),
-                        )
+                        runs.log_step(step, total_steps, epoch, loss, batches.per_worker_batch, elapsed)
                     if store and (step % config.checkpoint_every == 0 or step == total_steps):
                         self._save(store, checkpoint, batches, step, len(data))
             except tf.errors.OpError:
@@ -233,7 +195,7 @@ class _Trainer:
                 raise
         self.average_statistics()
         weights = [np.asarray(w) for w in model.weights]
-        digest = weights_digest(weights)
+        digest = runs.weights_digest(weights)
         log.info("final weights", extra=logs.fields(step=step, weights_sha256=digest))
         if self.info.is_chief:
             self._write_model(model, start_step, step, history, digest)
@@ -352,30 +314,15 @@ class _Trainer:
         self, store: CheckpointStore | None, checkpoint: Any, batches: WorkerBatches, records: int
     ) -> int:
         if store is None:
-            log.warning("no --checkpoint-dir: this run cannot resume if it is interrupted")
+            runs.log_fresh_start(None)
             return 0
         if self.info.is_chief:
             store.remove_stale_staging()
         state = store.latest()
         if state is None:
-            log.info("no checkpoint yet: starting at step 0", extra=logs.fields(checkpoint_dir=store.url))
+            runs.log_fresh_start(store)
             return 0
-        expected = self._identity(records)
-        mismatched = {
-            k: (state.extra.get(k), v)
-            for k, v in expected.items()
-            if k != "records" and state.extra.get(k) != v
-        }
-        if mismatched:
-            raise CheckpointError(
-                f"{store.url} holds a checkpoint of a different run ({mismatched} as (checkpoint, now)); "
-                "use another --checkpoint-dir or the same settings"
-            )
-        if state.extra.get("records") != records:
-            log.warning(
-                "the training data changed since the checkpoint",
-                extra=logs.fields(checkpoint_records=state.extra.get("records"), records=records),
-            )
+        runs.check_resumable(store, state, runs.checkpoint_identity(FRAMEWORK, self.config, records))
         with store.open(state) as directory:
             try:
                 checkpoint.read(str(directory / PAYLOAD)).assert_existing_objects_matched()
@@ -384,24 +331,8 @@ class _Trainer:
                     f"cannot restore {storage.join(store.url, state.path)}: {error}"
                 ) from None
         self.metrics.record_checkpoint()
-        epoch, batch = batches.position(state.step)
-        log.info(
-            "resumed from checkpoint at step %d",
-            state.step,
-            extra=logs.fields(
-                step=state.step, epoch=epoch, batch=batch, path=storage.join(store.url, state.path)
-            ),
-        )
+        runs.log_resumed(store, state, batches)
         return state.step
-
-    def _identity(self, records: int) -> dict[str, Any]:
-        return {
-            "framework": FRAMEWORK,
-            "model": self.config.model,
-            "batch_size": self.config.batch_size,
-            "seed": self.config.seed,
-            "records": records,
-        }
 
     def _save(
         self, store: CheckpointStore, checkpoint: Any, batches: WorkerBatches, step: int, records: int
@@ -413,7 +344,9 @@ class _Trainer:
         self.average_statistics()
         epoch, batch = batches.position(step)
         if self.info.is_chief:
-            store.save(step, epoch, batch, write, extra=self._identity(records))
+            store.save(
+                step, epoch, batch, write, extra=runs.checkpoint_identity(FRAMEWORK, self.config, records)
+            )
         else:
             store.save_scratch(write)
         self.metrics.record_checkpoint()  # every worker takes part in the save, so each reports it
@@ -421,33 +354,18 @@ class _Trainer:
     def _write_model(
         self, model: Any, start_step: int, step: int, history: dict[int, list[float]], digest: str
     ) -> None:
-        config = self.config
-        record = trained_model.TrainingRecord(
-            run_name=config.effective_run_name,
+        runs.write_trained_model(
+            self.config,
+            model,
             framework=FRAMEWORK,
             strategy=STRATEGY,
-            model=config.model,
-            learning_rate=config.learning_rate,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            seed=config.seed,
-            data=config.data,
             world_size=self.info.world_size,
-            steps=step,
-            resumed_from_step=start_step,
-            history=[
-                {"epoch": e, "mean_loss": float(np.mean(v)), "steps": len(v)}
-                for e, v in sorted(history.items())
-            ],
-            wall_seconds=round(time.monotonic() - self.started, 2),
-            weights_sha256=digest,
-            created_at=time.time(),
+            start_step=start_step,
+            step=step,
+            history=runs.epoch_history(history),
+            digest=digest,
+            started=self.started,
         )
-        try:
-            trained_model.save(config.output, model, record)
-        except OSError as error:
-            raise WorkloadError(f"could not write the trained model to {config.output}: {error}") from error
-        log.info("trained model written", extra=logs.fields(output=config.output, steps=step))
 
     def _show_progress(self) -> bool | None:
         return None if self.info.is_chief else False

@@ -1,0 +1,176 @@
+"""What every trainer records about a run, whatever its framework or strategy.
+
+The trainers differ in how a step is computed; they agree on what a run *is*: which checkpoints may
+be resumed (the same model, global batch size and seed), how progress is logged, how the weights are
+fingerprinted, and what the trained-model directory holds. Those rules live here once, so a
+TensorFlow and a PyTorch run of the same settings are told apart only by their ``framework`` field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from workloads import logs, models, storage
+from workloads.data import datasets
+from workloads.data.sampling import WorkerBatches
+from workloads.data.shards import ShardCache, ShardSet
+from workloads.errors import CheckpointError, DataError, WorkloadError
+from workloads.training import trained_model
+from workloads.training.checkpoints import CheckpointState, CheckpointStore
+from workloads.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def weights_digest(weights: Iterable[np.ndarray]) -> str:
+    """SHA-256 over all weights: equal on every replica of a correct synchronous run."""
+    digest = hashlib.sha256()
+    for value in weights:
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+def open_training_data(config: TrainConfig) -> tuple[str, ShardSet]:
+    """The training split named by ``--data`` (a shard directory, or a dataset directory's ``train/``)."""
+    splits = datasets.resolve_splits(config.data)
+    data = ShardSet.open(splits.train, cache=ShardCache(config.cache_dir))
+    if data.manifest.image_shape != models.IMAGE_SHAPE:
+        raise DataError(
+            splits.train, f"holds {data.manifest.image_shape} images; the models take {models.IMAGE_SHAPE}"
+        )
+    return splits.train, data
+
+
+def log_training_data(url: str, batches: WorkerBatches, total_steps: int) -> None:
+    log.info(
+        "training data",
+        extra=logs.fields(
+            url=url,
+            records=len(batches.data),
+            steps_per_epoch=batches.steps_per_epoch,
+            dropped_per_epoch=batches.dropped_per_epoch,
+            per_worker_batch=batches.per_worker_batch,
+            total_steps=total_steps,
+        ),
+    )
+
+
+def checkpoint_identity(framework: str, config: TrainConfig, records: int) -> dict[str, Any]:
+    """What a checkpoint records about its run; a checkpoint of another run is never resumed."""
+    return {
+        "framework": framework,
+        "strategy": config.strategy,
+        "model": config.model,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "records": records,
+    }
+
+
+def check_resumable(store: CheckpointStore, state: CheckpointState, expected: Mapping[str, Any]) -> None:
+    """Refuses a checkpoint of a different run; warns when only the training data changed."""
+    mismatched = {  # a key the checkpoint does not record (an older writer) is not compared
+        key: (state.extra[key], value)
+        for key, value in expected.items()
+        if key != "records" and key in state.extra and state.extra[key] != value
+    }
+    if mismatched:
+        raise CheckpointError(
+            f"{store.url} holds a checkpoint of a different run ({mismatched} as (checkpoint, now)); "
+            "use another --checkpoint-dir or the same settings"
+        )
+    if state.extra.get("records") != expected.get("records"):
+        log.warning(
+            "the training data changed since the checkpoint",
+            extra=logs.fields(checkpoint_records=state.extra.get("records"), records=expected.get("records")),
+        )
+
+
+def log_resumed(store: CheckpointStore, state: CheckpointState, batches: WorkerBatches) -> None:
+    epoch, batch = batches.position(state.step)
+    log.info(
+        "resumed from checkpoint at step %d",
+        state.step,
+        extra=logs.fields(
+            step=state.step, epoch=epoch, batch=batch, path=storage.join(store.url, state.path)
+        ),
+    )
+
+
+def log_fresh_start(store: CheckpointStore | None) -> None:
+    if store is None:
+        log.warning("no --checkpoint-dir: this run cannot resume if it is interrupted")
+    else:
+        log.info("no checkpoint yet: starting at step 0", extra=logs.fields(checkpoint_dir=store.url))
+
+
+def log_step(step: int, total_steps: int, epoch: int, loss: float, samples: int, seconds: float) -> None:
+    """The progress line every trainer writes every ``--log-every`` steps."""
+    log.info(
+        "step %d/%d loss %.4f",
+        step,
+        total_steps,
+        loss,
+        extra=logs.fields(
+            step=step,
+            epoch=epoch,
+            loss=round(loss, 5),
+            samples_per_second=round(samples / seconds, 1) if seconds > 0 else None,
+        ),
+    )
+
+
+def epoch_history(losses: Mapping[int, list[float]]) -> list[dict[str, float]]:
+    """``training.json``'s ``history`` from the step losses of each epoch."""
+    return [
+        {"epoch": epoch, "mean_loss": float(np.mean(values)), "steps": len(values)}
+        for epoch, values in sorted(losses.items())
+        if values
+    ]
+
+
+def write_trained_model(
+    config: TrainConfig,
+    model: Any,
+    *,
+    framework: str,
+    strategy: str,
+    world_size: int,
+    start_step: int,
+    step: int,
+    history: list[dict[str, float]],
+    digest: str,
+    started: float,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """The chief's last act: ``model.keras`` and ``training.json`` under ``--output``."""
+    record = trained_model.TrainingRecord(
+        run_name=config.effective_run_name,
+        framework=framework,
+        strategy=strategy,
+        model=config.model,
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        seed=config.seed,
+        data=config.data,
+        world_size=world_size,
+        steps=step,
+        resumed_from_step=start_step,
+        history=history,
+        wall_seconds=round(time.monotonic() - started, 2),
+        weights_sha256=digest,
+        created_at=time.time(),
+        extra=dict(extra or {}),
+    )
+    try:
+        trained_model.save(config.output, model, record)
+    except OSError as error:
+        raise WorkloadError(f"could not write the trained model to {config.output}: {error}") from error
+    log.info("trained model written", extra=logs.fields(output=config.output, steps=step))
