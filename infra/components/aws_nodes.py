@@ -126,30 +126,23 @@ class AwsNodes(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        for rule in network.ingress_rules(admin_cidrs):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-in-{rule.name}",
-                security_group_id=group.id,
-                description=rule.description,
-                ip_protocol=rule.protocol,
-                from_port=rule.from_port,
-                to_port=rule.to_port,
-                cidr_ipv4=rule.cidr,
-                referenced_security_group_id=group.id if rule.cidr is None else None,
-                opts=child,
-            )
-        for rule in network.egress_rules():
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-out-{rule.name}",
-                security_group_id=group.id,
-                description=rule.description,
-                ip_protocol=rule.protocol,
-                from_port=rule.from_port,
-                to_port=rule.to_port,
-                cidr_ipv4=rule.cidr,
-                referenced_security_group_id=group.id if rule.cidr is None else None,
-                opts=child,
-            )
+        directions = (
+            ("in", network.ingress_rules(admin_cidrs), aws.vpc.SecurityGroupIngressRule),
+            ("out", network.egress_rules(), aws.vpc.SecurityGroupEgressRule),
+        )
+        for direction, rules, rule_resource in directions:
+            for rule in rules:
+                rule_resource(
+                    f"{name}-{direction}-{rule.name}",
+                    security_group_id=group.id,
+                    description=rule.description,
+                    ip_protocol=rule.protocol,
+                    from_port=rule.from_port,
+                    to_port=rule.to_port,
+                    cidr_ipv4=rule.cidr,
+                    referenced_security_group_id=group.id if rule.cidr is None else None,
+                    opts=child,
+                )
         return group
 
     def _node(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,11 +21,29 @@ from workloads.data import datasets
 from workloads.data.sampling import WorkerBatches
 from workloads.data.shards import ShardCache, ShardSet
 from workloads.errors import CheckpointError, DataError, WorkloadError
+from workloads.metrics import TrainingMetrics
 from workloads.training import trained_model
 from workloads.training.checkpoints import CheckpointState, CheckpointStore
 from workloads.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+
+class Trainer(Protocol):
+    def run(self) -> int: ...
+
+
+def run_with_metrics(
+    config: TrainConfig, framework: str, rank: int, make_trainer: Callable[[TrainingMetrics], Trainer]
+) -> int:
+    """Run a trainer while this worker's training metrics are served on ``--metrics-port``."""
+    storage.set_s3_endpoint(config.s3_endpoint)
+    metrics = TrainingMetrics(config.effective_run_name, framework, rank)
+    metrics.serve(config.metrics_port)
+    try:
+        return make_trainer(metrics).run()
+    finally:
+        metrics.close()
 
 
 def weights_digest(weights: Iterable[np.ndarray]) -> str:

@@ -27,9 +27,9 @@ import numpy as np
 
 from workloads import cluster, logs, models, progress, storage
 from workloads.data.sampling import WorkerBatches
-from workloads.errors import CheckpointError, ClusterConfigError, PeerLostError
+from workloads.errors import CheckpointError, ClusterConfigError
 from workloads.metrics import TrainingMetrics
-from workloads.training import runs
+from workloads.training import runs, tf_runtime
 from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
 
@@ -55,13 +55,9 @@ def train(config: TrainConfig) -> int:
         raise ClusterConfigError(
             f"--batch-size {config.batch_size} must be a multiple of the {info.world_size} training replicas"
         )
-    storage.set_s3_endpoint(config.s3_endpoint)
-    metrics = TrainingMetrics(config.effective_run_name, FRAMEWORK, info.rank)
-    metrics.serve(config.metrics_port)
-    try:
-        return _Trainer(config, info, metrics).run()
-    finally:
-        metrics.close()
+    return runs.run_with_metrics(
+        config, FRAMEWORK, info.rank, lambda metrics: _Trainer(config, info, metrics)
+    )
 
 
 class _Trainer:
@@ -72,25 +68,9 @@ class _Trainer:
         self.started = time.monotonic()
 
     def run(self) -> int:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
-
-        if self.config.threads:
-            tf.config.threading.set_intra_op_parallelism_threads(self.config.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
-        self.tf = tf
-        try:
+        tf = self.tf = tf_runtime.import_tensorflow(self.config.threads)
+        with tf_runtime.peer_loss_is_retryable(tf, "a peer worker"):
             return self._run()
-        except (
-            tf.errors.UnavailableError,
-            tf.errors.DeadlineExceededError,
-            tf.errors.CancelledError,
-            tf.errors.AbortedError,
-        ) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise PeerLostError(
-                f"lost contact with a peer worker ({type(error).__name__}: {first_line})"
-            ) from None
 
     def _run(self) -> int:
         tf, config = self.tf, self.config

@@ -48,9 +48,9 @@ import numpy as np
 
 from workloads import cluster, logs, models, progress, storage
 from workloads.data.sampling import WorkerBatches
-from workloads.errors import CheckpointError, ClusterConfigError, PeerLostError
+from workloads.errors import CheckpointError, ClusterConfigError
 from workloads.metrics import TrainingMetrics
-from workloads.training import runs
+from workloads.training import runs, tf_runtime
 from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
 
@@ -71,13 +71,7 @@ def train(config: TrainConfig) -> int:
         return 0
     if info.task_type in ("worker", "ps"):
         return _serve(info, config)
-    storage.set_s3_endpoint(config.s3_endpoint)
-    metrics = TrainingMetrics(config.effective_run_name, FRAMEWORK, 0)
-    metrics.serve(config.metrics_port)
-    try:
-        return _Coordinator(config, info, metrics).run()
-    finally:
-        metrics.close()
+    return runs.run_with_metrics(config, FRAMEWORK, 0, lambda metrics: _Coordinator(config, info, metrics))
 
 
 def _check_cluster(info: cluster.ClusterInfo) -> None:
@@ -94,19 +88,9 @@ def _check_cluster(info: cluster.ClusterInfo) -> None:
         )
 
 
-def _configure_threads(config: TrainConfig) -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    if config.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(config.threads)
-    return tf
-
-
 def _serve(info: cluster.ClusterInfo, config: TrainConfig) -> int:
     """A worker or ps task: serve the chief's requests until the job controller stops this process."""
-    tf = _configure_threads(config)
+    tf = tf_runtime.import_tensorflow(config.threads)
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     server = tf.distribute.Server(
         resolver.cluster_spec(),
@@ -193,21 +177,11 @@ class _Coordinator:
         self.workers = len(info.cluster["worker"])
 
     def run(self) -> int:
-        tf = self.tf = _configure_threads(self.config)
+        tf = self.tf = tf_runtime.import_tensorflow(self.config.threads)
         # The coordinator logs every wait for scheduled steps at INFO; ours say what matters.
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
-        try:
+        with tf_runtime.peer_loss_is_retryable(tf, "a ps or worker task"):
             return self._run()
-        except (
-            tf.errors.UnavailableError,
-            tf.errors.DeadlineExceededError,
-            tf.errors.CancelledError,
-            tf.errors.AbortedError,
-        ) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise PeerLostError(
-                f"lost contact with a ps or worker task ({type(error).__name__}: {first_line})"
-            ) from None
 
     def _run(self) -> int:
         tf, config = self.tf, self.config

@@ -90,13 +90,9 @@ def train(config: TrainConfig) -> int:
         raise ClusterConfigError(
             f"--batch-size {config.batch_size} must be a multiple of WORLD_SIZE {info.world_size}"
         )
-    storage.set_s3_endpoint(config.s3_endpoint)
-    metrics = TrainingMetrics(config.effective_run_name, FRAMEWORK, info.rank)
-    metrics.serve(config.metrics_port)
-    try:
-        return _Trainer(config, info, metrics).run()
-    finally:
-        metrics.close()
+    return runs.run_with_metrics(
+        config, FRAMEWORK, info.rank, lambda metrics: _Trainer(config, info, metrics)
+    )
 
 
 def use_torch_backend() -> None:
