@@ -16,15 +16,8 @@ from typing import Any
 
 import yaml
 
-GROUPS = (
-    "k3s_servers",
-    "k3s_agents",
-    "gpu_nodes",
-    "hdfs_namenodes",
-    "hdfs_datanodes",
-    "kafka_controllers",
-    "kafka_brokers",
-)
+from infra.config import ANSIBLE_GROUPS
+
 GPU_NODE_LABELS = ("nvidia.com/gpu.present=true",)
 GPU_NODE_TAINTS = ("nvidia.com/gpu=present:NoSchedule",)
 # Paths under the Ansible directory that do not change what the playbooks do.
@@ -63,13 +56,13 @@ def build_inventory(hosts: Sequence[InventoryHost], cluster: ClusterSettings) ->
     if len(set(names)) != len(names):
         raise ValueError(f"host names must be unique, got {names}")
     for host in hosts:
-        unknown = set(host.groups) - set(GROUPS)
+        unknown = set(host.groups) - set(ANSIBLE_GROUPS)
         if unknown:
             raise ValueError(
-                f"host {host.name}: unknown groups {sorted(unknown)}; allowed: {', '.join(GROUPS)}"
+                f"host {host.name}: unknown groups {sorted(unknown)}; allowed: {', '.join(ANSIBLE_GROUPS)}"
             )
     children: dict[str, Any] = {}
-    for group in GROUPS:
+    for group in ANSIBLE_GROUPS:
         members = {h.name: None for h in hosts if group in h.groups}
         if members:
             children[group] = {"hosts": members}

@@ -144,6 +144,25 @@ def log_step(step: int, total_steps: int, epoch: int, loss: float, samples: int,
     )
 
 
+class StepReporter:
+    """What a synchronous trainer does after each step: keeps the loss history per epoch, records the
+    metrics, moves the progress bar and logs a progress line every ``log_every`` steps."""
+
+    def __init__(self, metrics: TrainingMetrics, bar: Any, total_steps: int, log_every: int) -> None:
+        self.metrics, self.bar = metrics, bar
+        self.total_steps, self.log_every = total_steps, log_every
+        self.history: dict[int, list[float]] = {}
+
+    def step_done(self, step: int, epoch: int, loss: float, samples: int, seconds: float) -> None:
+        self.history.setdefault(epoch, []).append(loss)
+        self.metrics.record_step(loss, samples, seconds)
+        self.metrics.record_epoch(epoch)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+        if step % self.log_every == 0 or step == self.total_steps:
+            log_step(step, self.total_steps, epoch, loss, samples, seconds)
+
+
 def epoch_history(losses: Mapping[int, list[float]]) -> list[dict[str, float]]:
     """``training.json``'s ``history`` from the step losses of each epoch."""
     return [

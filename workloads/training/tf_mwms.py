@@ -143,7 +143,6 @@ class _Trainer:
         distributed = strategy.distribute_datasets_from_function(worker_dataset)
         step_fn = self._step_function(strategy, model, optimizer, per_replica_batch)
         self.average_statistics = self._averaging_function(strategy, model)
-        history: dict[int, list[float]] = {}
         iterator = iter(distributed)
         step = start_step
         with progress.bar(
@@ -153,6 +152,7 @@ class _Trainer:
             initial=start_step,
             enabled=self._show_progress(),
         ) as bar:
+            report = runs.StepReporter(self.metrics, bar, total_steps, config.log_every)
             try:
                 while step < total_steps:
                     epoch, _ = batches.position(step)
@@ -160,13 +160,7 @@ class _Trainer:
                     loss = float(step_fn(iterator))
                     elapsed = time.perf_counter() - began
                     step += 1
-                    history.setdefault(epoch, []).append(loss)
-                    self.metrics.record_step(loss, batches.per_worker_batch, elapsed)
-                    self.metrics.record_epoch(epoch)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
-                    if step % config.log_every == 0 or step == total_steps:
-                        runs.log_step(step, total_steps, epoch, loss, batches.per_worker_batch, elapsed)
+                    report.step_done(step, epoch, loss, batches.per_worker_batch, elapsed)
                     if store and (step % config.checkpoint_every == 0 or step == total_steps):
                         self._save(store, checkpoint, batches, step, len(data))
             except tf.errors.OpError:
@@ -178,7 +172,7 @@ class _Trainer:
         digest = runs.weights_digest(weights)
         log.info("final weights", extra=logs.fields(step=step, weights_sha256=digest))
         if self.info.is_chief:
-            self._write_model(model, start_step, step, history, digest)
+            self._write_model(model, start_step, step, report.history, digest)
         barrier = self._barrier_function(strategy)
         barrier()  # every worker is past its last write (the chief's model included)
         if self.info.world_size > 1:

@@ -256,7 +256,6 @@ class _Trainer:
             runs.log_resumed(store, resume[0], batches)
         self.metrics.record_resume(start_step)
 
-        losses: dict[int, list[float]] = {}
         step = start_step
 
         with progress.bar(
@@ -266,6 +265,7 @@ class _Trainer:
             initial=start_step,
             enabled=None if info.is_chief else False,
         ) as bar:
+            report = runs.StepReporter(self.metrics, bar, total_steps, config.log_every)
             for images, labels in torch_batches(
                 batches.steps(start_step, total_steps), self.placement.device
             ):
@@ -274,17 +274,11 @@ class _Trainer:
                 loss = self._step(images, labels)
                 elapsed = time.perf_counter() - began
                 step += 1
-                losses.setdefault(epoch, []).append(loss)
-                self.metrics.record_step(loss, batches.per_worker_batch, elapsed)
-                self.metrics.record_epoch(epoch)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
-                if step % config.log_every == 0 or step == total_steps:
-                    runs.log_step(step, total_steps, epoch, loss, batches.per_worker_batch, elapsed)
+                report.step_done(step, epoch, loss, batches.per_worker_batch, elapsed)
                 if store and (step % config.checkpoint_every == 0 or step == total_steps):
                     self._save(store, identity, batches, step)
         self._average_statistics()
-        history = self._global_history(losses)
+        history = self._global_history(report.history)
         digest = runs.weights_digest(model.get_weights())
         log.info("final weights", extra=logs.fields(step=step, weights_sha256=digest))
         if info.is_chief:
