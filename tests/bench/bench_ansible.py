@@ -70,6 +70,8 @@ class RemoteCommandCounter:
     def __init__(self, env: dict[str, str], scenario: str) -> None:
         self.client = docker.DockerClient(base_url=env["DOCKER_HOST"])
         names = [c.name for c in self.client.containers.list(filters={"label": scenario_labels(scenario)})]
+        if not names:  # an empty container filter would count every container of the engine
+            raise RuntimeError(f"no running containers of scenario {scenario} to count commands in")
         self.events = self.client.events(decode=True, filters={"event": "exec_start", "container": names})
         self.count = 0
         self.thread = threading.Thread(target=self._count, daemon=True)
