@@ -16,7 +16,9 @@ import os
 import pathlib
 import re
 import resource
+import subprocess
 import time
+from collections.abc import Callable
 
 import docker
 
@@ -59,14 +61,29 @@ def containers_cpu_s(env: dict[str, str], scenario: str) -> float:
 
 
 def timed(action: str, scenario: str, env: dict[str, str], log: pathlib.Path) -> Run:
+    """`molecule <action> -s <scenario>`, timed."""
+    return measure(
+        lambda: molecule(action, scenario, env), f"molecule {action} -s {scenario}", scenario, env, log
+    )
+
+
+def measure(
+    step: Callable[[], subprocess.CompletedProcess[str]],
+    what: str,
+    scenario: str,
+    env: dict[str, str],
+    log: pathlib.Path,
+) -> Run:
+    """Wall and CPU seconds (controller and the scenario's containers), role times and changes of one Ansible
+    step that prints the profile_roles and recap lines (its output, stdout and stderr together, goes to `log`)."""
     cpu_before = children_cpu_s() + containers_cpu_s(env, scenario)
     start = time.monotonic()
-    result = molecule(action, scenario, env)
+    result = step()
     wall = time.monotonic() - start
     cpu = children_cpu_s() + containers_cpu_s(env, scenario) - cpu_before
     log.write_text(result.stdout)
     if result.returncode != 0:
-        raise RuntimeError(f"molecule {action} -s {scenario} failed; output in {log}")
+        raise RuntimeError(f"{what} failed; output in {log}")
     roles: dict[str, float] = {}
     for role, seconds in ROLE_TIME.findall(result.stdout):
         if role != "total":
