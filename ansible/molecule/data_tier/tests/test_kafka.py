@@ -6,6 +6,7 @@ and answers the admin commands over the broker port, so what it reports is what 
 and firewall let it do.
 """
 
+import json
 import pathlib
 import re
 
@@ -86,6 +87,20 @@ def test_the_storage_is_formatted_for_this_node_and_the_stored_cluster_id(host, 
     assert meta["cluster.id"] == cluster_id and len(cluster_id) == 22
     assert meta["node.id"] == str(NODES.index(host.backend.get_hostname()) + 1)
     assert host.file(LOG_DIR).user == "kafka" and host.file(LOG_DIR).mode == 0o700
+
+
+def test_the_storage_was_formatted_once_before_kafka_first_started(host):
+    # Every start of the node logs its cluster id: the same one each time, and the format is older than the
+    # first start (nothing re-formatted it in the idempotence run or the side effect).
+    journal = host.run(
+        "journalctl --unit kafka --grep 'Kafka Server started' --output json --no-pager"
+    ).stdout
+    starts = [json.loads(line) for line in journal.splitlines()]
+    assert starts, "kafka never logged a start"
+    cluster_id = properties(host.file(f"{LOG_DIR}/meta.properties").content_string)["cluster.id"]
+    assert all(f"cluster {cluster_id})" in start["MESSAGE"] for start in starts), journal
+    formatted_us = host.file(f"{LOG_DIR}/meta.properties").mtime.timestamp() * 1e6
+    assert formatted_us < int(starts[0]["__REALTIME_TIMESTAMP"])
 
 
 def test_kafka_runs_and_listens_on_the_broker_and_controller_ports(host, assert_running):
