@@ -18,7 +18,7 @@ from tests.ansible.support import ROOT, ContainerEngineMissing, molecule, molecu
 
 LOG_DIR = ROOT / "build" / "molecule-logs"
 # The longest scenario first, so that it starts at once on one worker while the others share the other.
-ORDER = ["k3s_cluster", "preflight"]
+ORDER = ["k3s_cluster", "data_tier", "preflight"]
 FAILURE_LINES = re.compile(r"fatal:|FAILED|ERROR|CRITICAL|^\s*│?\s*E\s{2,}|Traceback|msg:", re.M)
 
 

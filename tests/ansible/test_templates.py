@@ -56,11 +56,19 @@ def rendered(tmp_path_factory) -> dict[str, dict[str, dict[str, str]]]:
     servers = {name: value for name, value in members.items() if name.startswith("server")}
     agents = {name: value for name, value in members.items() if name.startswith("agent")}
     # k3s_api_endpoint, labels and taints: template_context/k3s.yml (role defaults would override inventory here).
-    inventory.write_text(
-        yaml.safe_dump(
-            {"all": {"children": {"k3s_servers": {"hosts": servers}, "k3s_agents": {"hosts": agents}}}}
-        )
-    )
+    # The data tier on the same hosts, so that every role renders for a member of its groups.
+    data_tier = {
+        "hdfs_namenodes": ["server1"],
+        "hdfs_datanodes": ["agent1"],
+        "kafka_controllers": ["server1"],
+        "kafka_brokers": ["server1"],
+        "gpu_nodes": ["agent1"],
+    }
+    groups = {"k3s_servers": {"hosts": servers}, "k3s_agents": {"hosts": agents}}
+    groups |= {
+        group: {"hosts": {name: members[name] for name in names}} for group, names in data_tier.items()
+    }
+    inventory.write_text(yaml.safe_dump({"all": {"children": groups}}))
     extra = {
         "render_roles": variants(),
         "roles_dir": str(ROLES_DIR),

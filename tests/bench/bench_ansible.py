@@ -16,8 +16,10 @@ import os
 import pathlib
 import re
 import resource
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 import docker
 
@@ -90,16 +92,31 @@ class RemoteCommandCounter:
 
 
 def timed(action: str, scenario: str, env: dict[str, str], log: pathlib.Path) -> Run:
+    """`molecule <action> -s <scenario>`, timed."""
+    return measure(
+        lambda: molecule(action, scenario, env), f"molecule {action} -s {scenario}", scenario, env, log
+    )
+
+
+def measure(
+    step: Callable[[], subprocess.CompletedProcess[str]],
+    what: str,
+    scenario: str,
+    env: dict[str, str],
+    log: pathlib.Path,
+) -> Run:
+    """Wall and CPU seconds (controller and the scenario's containers), role times and changes of one Ansible
+    step that prints the profile_roles and recap lines (its output, stdout and stderr together, goes to `log`)."""
     cpu_before = children_cpu_s() + containers_cpu_s(env, scenario)
     counter = RemoteCommandCounter(env, scenario)
     start = time.monotonic()
-    result = molecule(action, scenario, env)
+    result = step()
     wall = time.monotonic() - start
     remote_commands = counter.stop()
     cpu = children_cpu_s() + containers_cpu_s(env, scenario) - cpu_before
     log.write_text(result.stdout)
     if result.returncode != 0:
-        raise RuntimeError(f"molecule {action} -s {scenario} failed; output in {log}")
+        raise RuntimeError(f"{what} failed; output in {log}")
     roles: dict[str, float] = {}
     for role, seconds in ROLE_TIME.findall(result.stdout):
         if role != "total":

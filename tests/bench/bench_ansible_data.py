@@ -1,0 +1,121 @@
+"""Ansible data tier: converge and idempotent re-run times of playbooks/hdfs.yml and playbooks/kafka.yml on
+the 3-node container cluster of the data_tier molecule scenario (1 NameNode + 2 DataNodes; 3 combined
+KRaft controllers/brokers).
+
+Creates and prepares the scenario's containers with molecule, then runs each tier's playbook twice with
+ansible-playbook against molecule's inventory (converge, then the re-run that must change nothing), so
+each tier is timed alone. Hadoop and Kafka are the fake_hadoop_release and fake_kafka_release test
+doubles: the numbers measure what the roles do (OpenJDK, release, users, files, units, firewall, format
+once, start, topics), not the JVMs starting.
+
+    PYTHONPATH=$PWD .venv/bin/python -m tests.bench.run --only ansible_data
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import subprocess
+
+from tests.ansible.support import ANSIBLE_DIR, VENV_BIN, molecule, molecule_environment
+from tests.bench.bench_ansible import Run, measure, ratio
+
+SCENARIO = "data_tier"
+TIERS = ("hdfs", "kafka")
+HOSTS = 3
+
+
+def playbook(tier: str, env: dict[str, str], ephemeral: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    """playbooks/<tier>.yml on the scenario's hosts, as molecule would run it (its inventory and config)."""
+    return subprocess.run(
+        [
+            str(VENV_BIN / "ansible-playbook"),
+            "--inventory",
+            str(ephemeral / "inventory"),
+            f"playbooks/{tier}.yml",
+        ],
+        cwd=ANSIBLE_DIR,
+        env={**env, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+
+
+def run_tiers(env: dict[str, str], workdir: pathlib.Path) -> dict[str, tuple[Run, Run]]:
+    ephemeral = pathlib.Path(env["MOLECULE_EPHEMERAL_DIRECTORY"])
+    molecule("destroy", SCENARIO, env)
+    try:
+        for action in ("create", "prepare"):
+            result = molecule(action, SCENARIO, env)
+            (workdir / f"{SCENARIO}-{action}.log").write_text(result.stdout)
+            if result.returncode != 0:
+                raise RuntimeError(f"molecule {action} -s {SCENARIO} failed; output in {workdir}")
+        runs = {}
+        for tier in TIERS:
+            steps = [
+                measure(
+                    functools.partial(playbook, tier, env, ephemeral),
+                    f"{tier}.yml",
+                    SCENARIO,
+                    env,
+                    workdir / f"{tier}-{step}.log",
+                )
+                for step in ("converge", "rerun")
+            ]
+            runs[tier] = (steps[0], steps[1])
+    finally:
+        molecule("destroy", SCENARIO, env)
+    return runs
+
+
+def run(workdir: pathlib.Path) -> str:
+    env = {
+        **molecule_environment(),
+        "MLSTACK_MOLECULE_ARTIFACTS": str(workdir / "artifacts"),
+        "MOLECULE_EPHEMERAL_DIRECTORY": str(workdir / "ephemeral"),
+    }
+    load_before = os.getloadavg()
+    runs = run_tiers(env, workdir)
+    load_after = os.getloadavg()
+    lines = [
+        "## Ansible data tier: converge and idempotent re-run per tier (`bench_ansible_data`)",
+        "",
+        f"Each tier's playbook run alone with `ansible-playbook` on the {HOSTS} systemd containers of the `data_tier`",
+        "molecule scenario (node1: NameNode; node2, node3: DataNodes; all three combined KRaft controllers and",
+        "brokers), HDFS first, then Kafka; each run includes starting `ansible-playbook` and gathering facts.",
+        "Hadoop and Kafka are the fake_hadoop_release / fake_kafka_release test doubles; OpenJDK 17 is the real",
+        "Debian package (its download comes from the package cache after the first run).",
+        f"Load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load_before)}, "
+        f"after: {'/'.join(f'{x:.1f}' for x in load_after)} (the machine is shared; higher load, slower runs).",
+        "CPU s: Ansible on the controller plus everything in the test containers; CPU s / 2 is the best wall",
+        "time on an otherwise idle 2-core machine.",
+        "",
+        "| tier | hosts | converge wall s | re-run wall s | re-run / converge | converge CPU s | re-run CPU s "
+        "| re-run CPU s / 2 cores | changed tasks in re-run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for tier, (converge, rerun) in runs.items():
+        lines.append(
+            f"| `playbooks/{tier}.yml` | {HOSTS} | {converge.wall_s:.1f} | {rerun.wall_s:.1f} "
+            f"| {ratio(rerun.wall_s, converge.wall_s)} | {converge.cpu_s:.1f} | {rerun.cpu_s:.1f} "
+            f"| {rerun.cpu_s / 2:.1f} | {rerun.changed} |"
+        )
+    lines += [
+        "",
+        "Per role inside each tier (profile_roles totals; java_runtime, release_artifact and firewalld_service are",
+        "included by both tiers):",
+        "",
+        "| tier | role | converge s | re-run s | re-run / converge |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for tier, (converge, rerun) in runs.items():
+        for role in sorted(set(converge.role_s) | set(rerun.role_s)):
+            converge_s, rerun_s = converge.role_s.get(role, 0.0), rerun.role_s.get(role, 0.0)
+            lines.append(
+                f"| {tier} | {role} | {converge_s:.1f} | {rerun_s:.1f} | {ratio(rerun_s, converge_s)} |"
+            )
+    return "\n".join(lines) + "\n"
