@@ -70,7 +70,13 @@ AFTER_RUN = {"k3s_cluster": [token_never_printed]}
 def test_molecule_scenario_passes(scenario, molecule_env, tmp_path):
     artifacts = tmp_path / "artifacts"
     log = LOG_DIR / f"{scenario}.log"
-    env = {**molecule_env, "MLSTACK_MOLECULE_ARTIFACTS": str(artifacts)}
+    # Molecule's state directory is named after the project directory ("ansible") alone, so every
+    # checkout on a machine would share it: each run gets its own.
+    env = {
+        **molecule_env,
+        "MLSTACK_MOLECULE_ARTIFACTS": str(artifacts),
+        "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "molecule-state"),
+    }
     result = molecule("test", scenario, env)  # stops itself after 1150 s, before the test timeout
     log.write_text(result.stdout)
     assert result.returncode == 0, failure_summary(result.stdout, log)
