@@ -98,6 +98,14 @@ def at_most(limit: float) -> Check:
     return check
 
 
+def tcp_port(value: int | None) -> str | None:
+    return (
+        None
+        if value is None or 0 <= value <= 65535
+        else f"must be a TCP port 0-65535 (0 = any free), got {value}"
+    )
+
+
 def non_empty(value: str | tuple | None) -> str | None:
     return None if value is None or len(value) > 0 else "must not be empty"
 

@@ -21,7 +21,7 @@ from workloads import logs
 from workloads.serving import kafka_common, tfs_config
 from workloads.serving.client import RestClient, RetryPolicy
 from workloads.serving.infer_worker import InferenceWorker, WorkerMetrics, WorkerSettings
-from workloads.settings import CommandConfig, non_empty, option, positive
+from workloads.settings import CommandConfig, non_empty, option, positive, tcp_port
 
 HELP = "Kafka consumer that micro-batches prediction requests through the model server"
 log = logging.getLogger(__name__)
@@ -32,14 +32,6 @@ def _rest_url(value: str) -> str | None:
         None
         if value.startswith(("http://", "https://"))
         else f"must be the REST base URL http(s)://HOST:PORT, got {value!r}"
-    )
-
-
-def _port(value: int | None) -> str | None:
-    return (
-        None
-        if value is None or 0 <= value <= 65535
-        else f"must be a TCP port 0-65535 (0 = any free), got {value}"
     )
 
 
@@ -77,7 +69,7 @@ class Config(CommandConfig):
     )
     max_message_bytes: int = option(4 * 1024 * 1024, help="larger requests are dead-lettered", check=positive)
     metrics_port: int | None = option(
-        9411, help="Prometheus metrics port; 0 = any free port, none = off", check=_port
+        9411, help="Prometheus metrics port; 0 = any free port, none = off", check=tcp_port
     )
     metrics_host: str = option("0.0.0.0", help="address the metrics endpoint listens on")
     kafka_config: tuple[str, ...] = option(

@@ -48,10 +48,10 @@ class InferenceRequest:
     image: bytes | None = None  # encoded image for serving_bytes
 
 
-def parse_request(value: bytes | None, max_bytes: int) -> InferenceRequest:
-    """Validates everything that can be checked without the model; raises :class:`PoisonMessage`."""
+def parse_json_object(value: bytes | None, max_bytes: int, invalid_reason: str) -> dict[str, Any]:
+    """The message as a JSON object, or :class:`PoisonMessage` (``invalid_reason`` when it is no object)."""
     if value is None:
-        raise PoisonMessage("invalid_request", "the message has no value")
+        raise PoisonMessage(invalid_reason, "the message has no value")
     if len(value) > max_bytes:
         raise PoisonMessage("too_large", f"the message is {len(value)} bytes; the limit is {max_bytes}")
     try:
@@ -59,7 +59,13 @@ def parse_request(value: bytes | None, max_bytes: int) -> InferenceRequest:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise PoisonMessage("invalid_json", f"not JSON: {error}") from None
     if not isinstance(document, dict):
-        raise PoisonMessage("invalid_request", "the message must be a JSON object")
+        raise PoisonMessage(invalid_reason, "the message must be a JSON object")
+    return document
+
+
+def parse_request(value: bytes | None, max_bytes: int) -> InferenceRequest:
+    """Validates everything that can be checked without the model; raises :class:`PoisonMessage`."""
+    document = parse_json_object(value, max_bytes, "invalid_request")
     request_id = document.get("request_id")
     if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise PoisonMessage(

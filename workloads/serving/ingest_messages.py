@@ -16,23 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from workloads.serving.inference_messages import PoisonMessage
+from workloads.serving.inference_messages import PoisonMessage, parse_json_object
 
 IMAGE_SHAPE = (28, 28)
 
 
 def parse_record(value: bytes | None, num_classes: int, max_bytes: int) -> tuple[np.ndarray, int]:
     """(uint8 [28, 28] image, label) or :class:`PoisonMessage` saying why the record is unusable."""
-    if value is None:
-        raise PoisonMessage("invalid_record", "the message has no value")
-    if len(value) > max_bytes:
-        raise PoisonMessage("too_large", f"the message is {len(value)} bytes; the limit is {max_bytes}")
-    try:
-        document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise PoisonMessage("invalid_json", f"not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise PoisonMessage("invalid_record", "the message must be a JSON object")
+    document = parse_json_object(value, max_bytes, "invalid_record")
     label = document.get("label")
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
         raise PoisonMessage("invalid_record", f"label must be an integer 0..{num_classes - 1}, got {label!r}")

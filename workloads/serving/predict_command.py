@@ -18,26 +18,13 @@ import sys
 
 import numpy as np
 
+from workloads.data import synthetic
 from workloads.serving import payloads
 from workloads.serving.client_options import ClientOptions
 from workloads.settings import ConfigError, non_negative, option
 
 HELP = "send images to a model server and print the predicted classes"
 log = logging.getLogger(__name__)
-
-# Fashion-MNIST's classes, in label order.
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +57,9 @@ def run(config: Config) -> int:
         line = {
             "image": name,
             "class_id": int(class_id),
-            "class_name": CLASS_NAMES[class_id] if 0 <= class_id < len(CLASS_NAMES) else None,
+            "class_name": synthetic.CLASS_NAMES[class_id]
+            if 0 <= class_id < len(synthetic.CLASS_NAMES)
+            else None,
             "score": round(float(scores[class_id]), 6),
             "model_version": prediction.model_version,
         }

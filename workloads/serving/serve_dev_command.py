@@ -27,18 +27,10 @@ import threading
 from workloads import logs
 from workloads.fsutil import atomic_write_text
 from workloads.serving import tfs_config
-from workloads.settings import CommandConfig, ConfigError, non_negative, option, positive
+from workloads.settings import CommandConfig, ConfigError, non_negative, option, positive, tcp_port
 
 HELP = "DEVELOPMENT model server speaking TF Serving's REST and gRPC APIs (stands in for TF Serving)"
 log = logging.getLogger(__name__)
-
-
-def _port(value: int | None) -> str | None:
-    return (
-        None
-        if value is None or 0 <= value <= 65535
-        else f"must be a TCP port 0-65535 (0 = any free), got {value}"
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +59,11 @@ class Config(CommandConfig):
         5, help="retries of a version that fails to load before giving up", check=non_negative
     )
     host: str = option("127.0.0.1", help="address to listen on; 0.0.0.0 exposes the server to the network")
-    port: int = option(8501, help="REST port (TF Serving's --rest_api_port); 0 = any free port", check=_port)
+    port: int = option(
+        8501, help="REST port (TF Serving's --rest_api_port); 0 = any free port", check=tcp_port
+    )
     grpc_port: int | None = option(
-        8500, help="gRPC port (TF Serving's --port); 0 = any free port, none = off", check=_port
+        8500, help="gRPC port (TF Serving's --port); 0 = any free port, none = off", check=tcp_port
     )
     enable_batching: bool = option(False, help="batch concurrent requests (TF Serving's --enable_batching)")
     batching_parameters_file: str | None = option(

@@ -19,18 +19,10 @@ import os
 
 from workloads import logs
 from workloads.serving import kafka_common
-from workloads.settings import CommandConfig, at_most, non_empty, option, positive
+from workloads.settings import CommandConfig, at_most, non_empty, option, positive, tcp_port
 
 HELP = "append image records from Kafka to shards, exactly once (offsets committed with each shard)"
 log = logging.getLogger(__name__)
-
-
-def _port(value: int | None) -> str | None:
-    return (
-        None
-        if value is None or 0 <= value <= 65535
-        else f"must be a TCP port 0-65535 (0 = any free), got {value}"
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +49,7 @@ class Config(CommandConfig):
     )
     max_message_bytes: int = option(1024 * 1024, help="larger records are rejected", check=positive)
     metrics_port: int | None = option(
-        9412, help="Prometheus metrics port; 0 = any free port, none = off", check=_port
+        9412, help="Prometheus metrics port; 0 = any free port, none = off", check=tcp_port
     )
     metrics_host: str = option("0.0.0.0", help="address the metrics endpoint listens on")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// output (sets AWS_ENDPOINT_URL)")
