@@ -7,8 +7,9 @@ MAKEFLAGS += --no-print-directory
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Tests run in parallel processes; multi-process training tests start their own workers on top.
-PYTEST_WORKERS ?= 2
+# Tests run in parallel processes; multi-process training tests start their own workers on top. Three
+# on two cores: the molecule scenarios and the training tests spend much of their time waiting.
+PYTEST_WORKERS ?= 3
 PYTEST_ARGS ?=
 DEMO_EXTRAS := storage,tf,serving
 ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
@@ -43,7 +44,7 @@ demo: $(VENV)/.deps-demo ## Run the whole pipeline locally (synthetic data unles
 system-deps: ## Install the Debian packages the tests use (needs root; prints what is missing otherwise)
 	tests/support/system-deps.sh
 
-lint: $(VENV)/.deps-all system-deps ## Lint Python, YAML, Ansible, shell and Dockerfiles
+lint: $(VENV)/.deps-all system-deps ## Lint Python, YAML, shell and Dockerfiles (ansible-lint runs in the tests)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/yamllint --strict .

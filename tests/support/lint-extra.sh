@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lints what ruff and yamllint do not: shell scripts, Dockerfiles and the Ansible content.
+# Lints what ruff and yamllint do not: shell scripts and Dockerfiles. ansible-lint (production
+# profile) runs as a test in tests/ansible/test_roles.py, in parallel with the other tests.
 # Usage: lint-extra.sh VENV_BIN
 set -euo pipefail
 bin=$1
@@ -12,8 +13,4 @@ fi
 mapfile -t dockerfiles < <(git ls-files '*Dockerfile*' '*.dockerfile')
 if [ ${#dockerfiles[@]} -gt 0 ]; then
   "$bin/hadolint" "${dockerfiles[@]}"
-fi
-
-if [ -d ansible/roles ]; then
-  (cd ansible && "../$bin/ansible-lint" --offline)
 fi
