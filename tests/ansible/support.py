@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pathlib
 import shutil
@@ -57,6 +59,53 @@ def run_playbook(
         timeout=timeout,
         check=False,
         cwd=ANSIBLE_DIR,
+    )
+
+
+@dataclasses.dataclass
+class PlaybookOutcome:
+    """What a playbook run said, read through the json callback: failure messages and the other messages."""
+
+    returncode: int
+    failed: list[str]
+    other: list[str]
+    stderr: str
+
+
+def run_playbook_json(
+    playbook: pathlib.Path, inventory: dict, workdir: pathlib.Path, *args: str, **env: str
+) -> PlaybookOutcome:
+    """ansible-playbook with an inventory written from `inventory` into workdir; every task's messages."""
+    path = workdir / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    process = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(path), str(playbook), *args],
+        capture_output=True,
+        text=True,
+        env=ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", **env),
+        timeout=300,
+        check=False,
+        cwd=ANSIBLE_DIR,
+    )
+    start = process.stdout.find("{")
+    assert start >= 0, process.stderr[-3000:]
+    # The JSON document, then whatever other callbacks print after it.
+    document = json.JSONDecoder().raw_decode(process.stdout[start:])[0]
+    failed, other = [], []
+    for play in document.get("plays", []):
+        for task in play["tasks"]:
+            for result in task["hosts"].values():
+                for item in [result, *result.get("results", [])]:
+                    if "msg" in item and not item.get("skipped"):
+                        (failed if item.get("failed") else other).append(str(item["msg"]))
+    return PlaybookOutcome(process.returncode, failed, other, process.stderr)
+
+
+def assert_stopped_with(outcome: PlaybookOutcome, *fragments: str) -> None:
+    """The run failed, and one failure message holds every fragment."""
+    assert outcome.returncode != 0, f"the run passed: {outcome.other}"
+    assert any(all(f in message for f in fragments) for message in outcome.failed), (
+        f"no failure with {fragments}: {outcome.failed}"
     )
 
 

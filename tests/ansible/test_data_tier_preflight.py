@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import pathlib
-import subprocess
 import sys
 import tarfile
 
 import pytest
-import yaml
 
-from tests.ansible.support import ANSIBLE_DIR, VENV_BIN, ansible_env
+from tests.ansible.support import ANSIBLE_DIR, PlaybookOutcome, assert_stopped_with, run_playbook_json
 
 PREFLIGHT = ANSIBLE_DIR / "playbooks" / "preflight.yml"
 HADOOP = "hadoop-3.4.1.tar.gz"
@@ -105,41 +102,13 @@ def fact_cache(tmp_path_factory) -> pathlib.Path:
     return tmp_path_factory.mktemp("facts")
 
 
-def run_preflight(tmp_path, document: dict, fact_cache: pathlib.Path) -> tuple[int, list[str], list[str]]:
-    """(return code, failure messages, other messages) of playbooks/preflight.yml, read through the json callback."""
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    process = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", str(path), str(PREFLIGHT)],
-        capture_output=True,
-        text=True,
-        env=ansible_env(
-            ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-            ANSIBLE_CACHE_PLUGIN="ansible.builtin.jsonfile",
-            ANSIBLE_CACHE_PLUGIN_CONNECTION=str(fact_cache),
-        ),
-        timeout=300,
-        check=False,
-        cwd=ANSIBLE_DIR,
-    )
-    start = process.stdout.find("{")
-    document = json.JSONDecoder().raw_decode(process.stdout[start:])[0] if start >= 0 else {}
-    failed, other = [], []
-    for play in document.get("plays", []):
-        for task in play["tasks"]:
-            for result in task["hosts"].values():
-                for item in [result, *result.get("results", [])]:
-                    if "msg" in item and not item.get("skipped"):
-                        (failed if item.get("failed") else other).append(str(item["msg"]))
-    assert start >= 0, process.stderr[-3000:]
-    return process.returncode, failed, other
-
-
-def assert_stopped_with(outcome: tuple[int, list[str], list[str]], *fragments: str) -> None:
-    code, failed, _ = outcome
-    assert code != 0, "preflight passed"
-    assert any(all(f in message for f in fragments) for message in failed), (
-        f"no failure with {fragments}: {failed}"
+def run_preflight(tmp_path, document: dict, fact_cache: pathlib.Path) -> PlaybookOutcome:
+    return run_playbook_json(
+        PREFLIGHT,
+        document,
+        tmp_path,
+        ANSIBLE_CACHE_PLUGIN="ansible.builtin.jsonfile",
+        ANSIBLE_CACHE_PLUGIN_CONNECTION=str(fact_cache),
     )
 
 
@@ -147,15 +116,15 @@ def test_a_valid_small_inventory_passes_warns_about_the_lowered_replication_and_
     tmp_path, airgap, disks, fact_cache
 ):
     before = {path: path.stat().st_mtime_ns for path in disks.rglob("*")}
-    code, failed, other = run_preflight(tmp_path, inventory(tmp_path, airgap, disks, SMALL), fact_cache)
+    outcome = run_preflight(tmp_path, inventory(tmp_path, airgap, disks, SMALL), fact_cache)
     assert {path: path.stat().st_mtime_ns for path in disks.rglob("*")} == before, (
         "preflight changed the disks"
     )
-    assert code == 0, failed
-    warnings = [m for m in other if m.startswith("WARNING:")]
+    assert outcome.returncode == 0, outcome.failed
+    warnings = [m for m in outcome.other if m.startswith("WARNING:")]
     assert any(
         "hdfs_datanodes has 2 hosts" in m and "replicates each block 2 times" in m for m in warnings
-    ), other
+    ), outcome.other
     assert not (tmp_path / "kafka-cluster-id").exists(), "preflight wrote the cluster id"
 
 
