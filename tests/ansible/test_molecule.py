@@ -18,7 +18,7 @@ from tests.ansible.support import ROOT, ContainerEngineMissing, molecule, molecu
 
 LOG_DIR = ROOT / "build" / "molecule-logs"
 # The longest scenario first, so that it starts at once on one worker while the others share the other.
-ORDER = ["k3s_cluster", "data_tier", "preflight"]
+ORDER = ["k3s_cluster", "data_tier", "gpu_nodes", "preflight"]
 FAILURE_LINES = re.compile(r"fatal:|FAILED|ERROR|CRITICAL|^\s*│?\s*E\s{2,}|Traceback|msg:", re.M)
 
 
@@ -57,7 +57,15 @@ def token_never_printed(output: str, artifacts: pathlib.Path) -> None:
     assert token not in output, "the cluster token was printed"
 
 
-AFTER_RUN = {"k3s_cluster": [token_never_printed]}
+def gpu_checks_skipped_saying_why(output: str, artifacts: pathlib.Path) -> None:
+    """Both GPU nodes of the scenario (no GPU in a container) skipped the health check and said why."""
+    said = " ".join(output.split())
+    for host in ("gpu1", "gpu2"):
+        reason = f"GPU health check skipped on {host}: no NVIDIA GPU on its PCI bus."
+        assert reason in said, f"no {reason!r} in the output"
+
+
+AFTER_RUN = {"k3s_cluster": [token_never_printed], "gpu_nodes": [gpu_checks_skipped_saying_why]}
 
 
 @pytest.mark.molecule

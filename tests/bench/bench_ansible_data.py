@@ -45,22 +45,28 @@ def playbook(tier: str, env: dict[str, str], ephemeral: pathlib.Path) -> subproc
     )
 
 
-def run_tiers(env: dict[str, str], workdir: pathlib.Path) -> dict[str, tuple[Run, Run]]:
+def run_tiers(scenario: str, tiers: tuple[str, ...], workdir: pathlib.Path) -> dict[str, tuple[Run, Run]]:
+    """Creates and prepares the scenario's hosts, then runs each tier's playbook twice (converge, re-run)."""
+    env = {
+        **molecule_environment(),
+        "MLSTACK_MOLECULE_ARTIFACTS": str(workdir / "artifacts"),
+        "MOLECULE_EPHEMERAL_DIRECTORY": str(workdir / "ephemeral"),
+    }
     ephemeral = pathlib.Path(env["MOLECULE_EPHEMERAL_DIRECTORY"])
-    molecule("destroy", SCENARIO, env)
+    molecule("destroy", scenario, env)
     try:
         for action in ("create", "prepare"):
-            result = molecule(action, SCENARIO, env)
-            (workdir / f"{SCENARIO}-{action}.log").write_text(result.stdout)
+            result = molecule(action, scenario, env)
+            (workdir / f"{scenario}-{action}.log").write_text(result.stdout)
             if result.returncode != 0:
-                raise RuntimeError(f"molecule {action} -s {SCENARIO} failed; output in {workdir}")
+                raise RuntimeError(f"molecule {action} -s {scenario} failed; output in {workdir}")
         runs = {}
-        for tier in TIERS:
+        for tier in tiers:
             steps = [
                 measure(
                     functools.partial(playbook, tier, env, ephemeral),
                     f"{tier}.yml",
-                    SCENARIO,
+                    scenario,
                     env,
                     workdir / f"{tier}-{step}.log",
                 )
@@ -68,18 +74,46 @@ def run_tiers(env: dict[str, str], workdir: pathlib.Path) -> dict[str, tuple[Run
             ]
             runs[tier] = (steps[0], steps[1])
     finally:
-        molecule("destroy", SCENARIO, env)
+        molecule("destroy", scenario, env)
     return runs
 
 
+def load_line(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    return (
+        f"Load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in before)}, "
+        f"after: {'/'.join(f'{x:.1f}' for x in after)} (the machine is shared; higher load, slower runs)."
+    )
+
+
+def tier_table(runs: dict[str, tuple[Run, Run]], hosts: int) -> list[str]:
+    lines = [
+        "| tier | hosts | converge wall s | re-run wall s | re-run / converge | converge CPU s | re-run CPU s "
+        "| re-run CPU s / 2 cores | changed tasks in re-run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for tier, (converge, rerun) in runs.items():
+        lines.append(
+            f"| `playbooks/{tier}.yml` | {hosts} | {converge.wall_s:.1f} | {rerun.wall_s:.1f} "
+            f"| {ratio(rerun.wall_s, converge.wall_s)} | {converge.cpu_s:.1f} | {rerun.cpu_s:.1f} "
+            f"| {rerun.cpu_s / 2:.1f} | {rerun.changed} |"
+        )
+    return lines
+
+
+def role_table(runs: dict[str, tuple[Run, Run]]) -> list[str]:
+    lines = ["| tier | role | converge s | re-run s | re-run / converge |", "| --- | --- | --- | --- | --- |"]
+    for tier, (converge, rerun) in runs.items():
+        for role in sorted(set(converge.role_s) | set(rerun.role_s)):
+            converge_s, rerun_s = converge.role_s.get(role, 0.0), rerun.role_s.get(role, 0.0)
+            lines.append(
+                f"| {tier} | {role} | {converge_s:.1f} | {rerun_s:.1f} | {ratio(rerun_s, converge_s)} |"
+            )
+    return lines
+
+
 def run(workdir: pathlib.Path) -> str:
-    env = {
-        **molecule_environment(),
-        "MLSTACK_MOLECULE_ARTIFACTS": str(workdir / "artifacts"),
-        "MOLECULE_EPHEMERAL_DIRECTORY": str(workdir / "ephemeral"),
-    }
     load_before = os.getloadavg()
-    runs = run_tiers(env, workdir)
+    runs = run_tiers(SCENARIO, TIERS, workdir)
     load_after = os.getloadavg()
     lines = [
         "## Ansible data tier: converge and idempotent re-run per tier (`bench_ansible_data`)",
@@ -89,33 +123,15 @@ def run(workdir: pathlib.Path) -> str:
         "brokers), HDFS first, then Kafka; each run includes starting `ansible-playbook` and gathering facts.",
         "Hadoop and Kafka are the fake_hadoop_release / fake_kafka_release test doubles; OpenJDK 17 is the real",
         "Debian package (its download comes from the package cache after the first run).",
-        f"Load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load_before)}, "
-        f"after: {'/'.join(f'{x:.1f}' for x in load_after)} (the machine is shared; higher load, slower runs).",
+        load_line(load_before, load_after),
         "CPU s: Ansible on the controller plus everything in the test containers; CPU s / 2 is the best wall",
         "time on an otherwise idle 2-core machine.",
         "",
-        "| tier | hosts | converge wall s | re-run wall s | re-run / converge | converge CPU s | re-run CPU s "
-        "| re-run CPU s / 2 cores | changed tasks in re-run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for tier, (converge, rerun) in runs.items():
-        lines.append(
-            f"| `playbooks/{tier}.yml` | {HOSTS} | {converge.wall_s:.1f} | {rerun.wall_s:.1f} "
-            f"| {ratio(rerun.wall_s, converge.wall_s)} | {converge.cpu_s:.1f} | {rerun.cpu_s:.1f} "
-            f"| {rerun.cpu_s / 2:.1f} | {rerun.changed} |"
-        )
-    lines += [
+        *tier_table(runs, HOSTS),
         "",
         "Per role inside each tier (profile_roles totals; java_runtime, release_artifact and firewalld_service are",
         "included by both tiers):",
         "",
-        "| tier | role | converge s | re-run s | re-run / converge |",
-        "| --- | --- | --- | --- | --- |",
+        *role_table(runs),
     ]
-    for tier, (converge, rerun) in runs.items():
-        for role in sorted(set(converge.role_s) | set(rerun.role_s)):
-            converge_s, rerun_s = converge.role_s.get(role, 0.0), rerun.role_s.get(role, 0.0)
-            lines.append(
-                f"| {tier} | {role} | {converge_s:.1f} | {rerun_s:.1f} | {ratio(rerun_s, converge_s)} |"
-            )
     return "\n".join(lines) + "\n"

@@ -42,7 +42,7 @@ HEADERS_VERSION = "0+fake1"
 DEB_ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}
 # Debian package names: lower case letters, digits, + - . (Debian policy 5.6.1).
 PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-ORIGIN = "mlstack fake_nvidia_repository"
+ORIGIN = "fake_nvidia_repository"
 
 NVIDIA_SMI = """#!/bin/sh
 # fake_nvidia_repository TEST DOUBLE of nvidia-smi {version}: this host has no NVIDIA driver loaded.
