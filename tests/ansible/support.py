@@ -70,6 +70,8 @@ class PlaybookOutcome:
     failed: list[str]
     other: list[str]
     stderr: str
+    # The same, host by host (a host's returncode: 2 if it failed or was unreachable, else 0).
+    by_host: dict[str, PlaybookOutcome] = dataclasses.field(default_factory=dict)
 
 
 def run_playbook_json(
@@ -91,14 +93,21 @@ def run_playbook_json(
     assert start >= 0, process.stderr[-3000:]
     # The JSON document, then whatever other callbacks print after it.
     document = json.JSONDecoder().raw_decode(process.stdout[start:])[0]
-    failed, other = [], []
+    outcome = PlaybookOutcome(process.returncode, [], [], process.stderr)
+    for host, stats in document.get("stats", {}).items():
+        code = 2 if stats.get("failures") or stats.get("unreachable") else 0
+        outcome.by_host[host] = PlaybookOutcome(code, [], [], process.stderr)
     for play in document.get("plays", []):
         for task in play["tasks"]:
-            for result in task["hosts"].values():
+            for host, result in task["hosts"].items():
                 for item in [result, *result.get("results", [])]:
                     if "msg" in item and not item.get("skipped"):
-                        (failed if item.get("failed") else other).append(str(item["msg"]))
-    return PlaybookOutcome(process.returncode, failed, other, process.stderr)
+                        for target in (outcome, outcome.by_host.get(host)):
+                            if target is not None:
+                                (target.failed if item.get("failed") else target.other).append(
+                                    str(item["msg"])
+                                )
+    return outcome
 
 
 def assert_stopped_with(outcome: PlaybookOutcome, *fragments: str) -> None:

@@ -130,122 +130,142 @@ def gpu(index: int, driver: str = DRIVER, mig: str = "Disabled") -> dict:
     }
 
 
-class SimulatedHost:
-    """The state fake_nvidia_tools reads, the driver version file, and the extra vars pointing the role at them."""
+# The simulated hosts of the health check, all run by one ansible-playbook: {name: (state, role variables)}.
+CASES: dict[str, tuple[dict, dict]] = {
+    "healthy": ({}, {}),
+    "gpu-unseen": ({"gpus": [gpu(0)]}, {}),
+    "other-branch": (
+        {"gpus": [gpu(0, "575.57.08"), gpu(1, "575.57.08")], "module": "575.57.08", "loaded": "575.57.08"},
+        {},
+    ),
+    "not-loaded": ({"loaded": None}, {}),
+    "update-not-loaded": ({"loaded": "580.82.07"}, {}),
+    "no-module": ({"module": None}, {}),
+    "mig": (
+        {"gpus": [gpu(0), gpu(1, mig="Enabled"), gpu(2, mig="[N/A]")], "pci": [*BUS_IDS, "00000000:b3:00.0"]},
+        {"nvidia_gpu_mig_strategy": "single"},
+    ),
+    "no-gpu": ({"pci": []}, {}),
+}
 
-    def __init__(
-        self, workdir: pathlib.Path, gpus: list[dict], module: str | None, loaded: str | None, pci: list[str]
-    ) -> None:
-        self.workdir = workdir
-        self.tools = workdir / "bin"
-        self.tools.mkdir()
-        for tool in ("nvidia-smi", "modinfo"):
-            (self.tools / tool).write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_TOOLS}" {tool} "$@"\n')
-            (self.tools / tool).chmod(0o755)
-        self.state = workdir / "state.json"
-        self.state.write_text(json.dumps({"module_version": module, "gpus": gpus, "calls": []}))
-        self.proc = workdir / "proc-driver-nvidia-version"
-        if loaded is not None:
-            self.proc.write_text(
-                f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {loaded}  Release Build  "
-                "(dvs-builder@U22-I3-AF03-09-1)  Tue Sep 23 09:19:12 UTC 2025\n"
-                "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14+deb12u1)\n"
-            )
-        self.pci = pci
 
-    def run(self, **variables) -> PlaybookOutcome:
-        probe = (
-            "printf '%s\\n' " + " ".join(bus.removeprefix("0000") for bus in self.pci) if self.pci else "true"
+def simulated_host(
+    directory: pathlib.Path, gpus=None, module=DRIVER, loaded=DRIVER, pci=tuple(BUS_IDS)
+) -> dict:
+    """The files of one simulated GPU host, and the host variables that point the role at them."""
+    directory.mkdir()
+    state = directory / "state.json"
+    state.write_text(json.dumps({"module_version": module, "gpus": gpus or [gpu(0), gpu(1)], "calls": []}))
+    proc = directory / "proc-driver-nvidia-version"
+    if loaded is not None:
+        proc.write_text(
+            f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {loaded}  Release Build  "
+            "(dvs-builder@U22-I3-AF03-09-1)  Tue Sep 23 09:19:12 UTC 2025\n"
+            "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14+deb12u1)\n"
         )
-        extra = {
-            "fake_tools_dir": str(self.tools),
-            "fake_state": str(self.state),
-            "_nvidia_gpu_pci_probe": probe,
-            "_nvidia_gpu_driver_proc": str(self.proc),
+    probe = "printf '%s\\n' " + " ".join(bus.removeprefix("0000") for bus in pci) if pci else "true"
+    return {"fake_state": str(state), "fake_proc": str(proc), "fake_pci_probe": probe}
+
+
+@pytest.fixture(scope="module")
+def health(tmp_path_factory) -> tuple[PlaybookOutcome, dict[str, pathlib.Path]]:
+    """One run of the health check over every simulated host; its outcome and each host's state file."""
+    workdir = tmp_path_factory.mktemp("gpu-health")
+    tools = workdir / "bin"
+    tools.mkdir()
+    for tool in ("nvidia-smi", "modinfo"):
+        (tools / tool).write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_TOOLS}" {tool} "$@"\n')
+        (tools / tool).chmod(0o755)
+    local = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_become": False,
+    }
+    hosts = {
+        name: {**local, **simulated_host(workdir / name, **state), **variables}
+        for name, (state, variables) in CASES.items()
+    }
+    inventory = {
+        "all": {
+            "vars": {"nvidia_gpu_persistenced": False, "nvidia_gpu_driver_branch": BRANCH},
+            "children": {"gpu_nodes": {"hosts": hosts}},
         }
-        inventory = gpu_node_inventory(
-            nvidia_gpu_persistenced=False, nvidia_gpu_driver_branch=BRANCH, **variables
-        )
-        return run_playbook_json(HEALTH, inventory, self.workdir, "--extra-vars", json.dumps(extra))
-
-    def calls(self) -> list[list[str]]:
-        return json.loads(self.state.read_text())["calls"]
-
-
-def healthy(tmp_path, **changes) -> SimulatedHost:
-    settings = {"gpus": [gpu(0), gpu(1)], "module": DRIVER, "loaded": DRIVER, "pci": BUS_IDS} | changes
-    return SimulatedHost(tmp_path, **settings)
+    }
+    # Extra vars beat the role's own vars; each host's values are its host variables.
+    extra = {
+        "fake_tools_dir": str(tools),
+        "_nvidia_gpu_pci_probe": "{{ fake_pci_probe }}",
+        "_nvidia_gpu_driver_proc": "{{ fake_proc }}",
+    }
+    outcome = run_playbook_json(HEALTH, inventory, workdir, "--extra-vars", json.dumps(extra))
+    return outcome, {name: pathlib.Path(host["fake_state"]) for name, host in hosts.items()}
 
 
-def test_a_healthy_gpu_host_passes_and_reports_its_gpus(tmp_path):
-    host = healthy(tmp_path)
-    outcome = host.run()
+def host_outcome(health, name: str) -> PlaybookOutcome:
+    outcome, _ = health
+    assert name in outcome.by_host, f"{name} did not run: {outcome.stderr[-3000:]}"
+    return outcome.by_host[name]
+
+
+def calls(health, name: str) -> list[list[str]]:
+    return json.loads(health[1][name].read_text())["calls"]
+
+
+def test_a_healthy_gpu_host_passes_and_reports_its_gpus(health):
+    outcome = host_outcome(health, "healthy")
     assert outcome.returncode == 0, outcome.failed
-    assert any(
-        m.startswith("GPUs healthy: 0, 00000000:17:00.0, NVIDIA H200, 580.95.05") for m in outcome.other
-    ), outcome.other
-    assert not [call for call in host.calls() if "-mig" in call], "MIG was touched with mig_strategy none"
+    reported = [m for m in outcome.other if m.startswith("GPUs healthy: ")]
+    assert reported == [
+        "GPUs healthy: 0, 00000000:17:00.0, NVIDIA H200, 580.95.05, 143771 MiB; "
+        "1, 00000000:65:00.0, NVIDIA H200, 580.95.05, 143771 MiB"
+    ], outcome.other
+    assert not [call for call in calls(health, "healthy") if "-mig" in call], (
+        "MIG was touched with mig_strategy none"
+    )
 
 
 @pytest.mark.parametrize(
-    ("changes", "fragments"),
+    ("name", "fragments"),
     [
-        pytest.param(
-            {"gpus": [gpu(0)]}, ("nvidia-smi on gpu1 lists 1 GPUs", "the PCI bus has 2"), id="gpu-unseen"
-        ),
-        pytest.param(
-            {
-                "gpus": [gpu(0, "575.57.08"), gpu(1, "575.57.08")],
-                "module": "575.57.08",
-                "loaded": "575.57.08",
-            },
-            ("a driver is not from branch 580",),
-            id="other-branch",
-        ),
-        pytest.param(
-            {"loaded": None},
+        ("gpu-unseen", ("nvidia-smi on gpu-unseen lists 1 GPUs", "the PCI bus has 2")),
+        ("other-branch", ("a driver is not from branch 580",)),
+        (
+            "not-loaded",
             (
-                "The NVIDIA driver 580.95.05 is installed on gpu1 but not loaded",
+                "The NVIDIA driver 580.95.05 is installed on not-loaded but not loaded",
                 "set nvidia_gpu_reboot: true",
             ),
-            id="not-loaded",
         ),
-        pytest.param(
-            {"loaded": "580.82.07"},
+        (
+            "update-not-loaded",
             (
-                "gpu1 runs the NVIDIA driver 580.82.07, but 580.95.05 is installed",
-                "Driver/library version mismatch",
+                "update-not-loaded runs the NVIDIA driver 580.82.07, but 580.95.05 is installed",
+                "version mismatch",
             ),
-            id="update-not-loaded",
         ),
-        pytest.param(
-            {"module": None},
-            ("gpu1 has no NVIDIA kernel module for its running kernel", "dkms status"),
-            id="no-module",
-        ),
+        ("no-module", ("no-module has no NVIDIA kernel module for its running kernel", "dkms status")),
     ],
 )
-def test_an_unhealthy_gpu_host_stops_the_run_saying_what_to_do(tmp_path, changes, fragments):
-    assert_stopped_with(healthy(tmp_path, **changes).run(), *fragments)
+def test_an_unhealthy_gpu_host_stops_saying_what_to_do(health, name, fragments):
+    assert_stopped_with(host_outcome(health, name), *fragments)
 
 
-def test_mig_mode_is_turned_on_only_where_it_is_off_and_supported(tmp_path):
-    gpus = [gpu(0), gpu(1, mig="Enabled"), gpu(2, mig="[N/A]")]
-    host = healthy(tmp_path, gpus=gpus, pci=[*BUS_IDS, "00000000:b3:00.0"])
-    outcome = host.run(nvidia_gpu_mig_strategy="single")
+def test_mig_mode_is_turned_on_only_where_it_is_off_and_supported(health):
+    outcome = host_outcome(health, "mig")
     assert outcome.returncode == 0, outcome.failed
-    assert [call for call in host.calls() if "-mig" in call] == [["nvidia-smi", "-i", "0", "-mig", "1"]]
-    assert any("MIG mode is pending on gpu1 (GPUs 0, Disabled, Disabled)" in m for m in outcome.other), (
+    assert [call for call in calls(health, "mig") if "-mig" in call] == [
+        ["nvidia-smi", "-i", "0", "-mig", "1"]
+    ]
+    assert any("MIG mode is pending on mig (GPUs 0, Disabled, Disabled)" in m for m in outcome.other), (
         outcome.other
     )
 
 
-def test_a_host_without_a_gpu_skips_the_check_saying_why(tmp_path):
-    host = healthy(tmp_path, pci=[])
-    outcome = host.run()
+def test_a_host_without_a_gpu_skips_the_check_saying_why(health):
+    outcome = host_outcome(health, "no-gpu")
     assert outcome.returncode == 0, outcome.failed
-    assert any("GPU health check skipped on gpu1: no NVIDIA GPU on its PCI bus" in m for m in outcome.other)
-    assert host.calls() == [], "a host without a GPU ran nvidia-smi or modinfo"
+    assert any("GPU health check skipped on no-gpu: no NVIDIA GPU on its PCI bus" in m for m in outcome.other)
+    assert calls(health, "no-gpu") == [], "a host without a GPU ran nvidia-smi or modinfo"
 
 
 # --- the real driver ---------------------------------------------------------------------------------------
