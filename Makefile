@@ -59,7 +59,7 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## Install checkov (pinned) in its own venv for the infra scan
 
 pytest: $(VENV)/.deps-all system-deps checkov
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --timeout 900 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --timeout 900 $(PYTEST_ARGS)
 
 test: lint pytest ## Install, lint and run every test this machine can run
 
@@ -74,7 +74,7 @@ molecule-image: system-deps ## Start the test container engine and build the Deb
 	DOCKER_HOST=unix:///run/mlstack-docker.sock tests/support/molecule-image.sh
 
 molecule: $(VENV)/.deps-all molecule-image ## Run the Ansible tests: lint, fast role tests and every molecule scenario
-	PYTHONPATH=$(CURDIR) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --timeout 1800 tests/ansible $(PYTEST_ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --timeout 1800 tests/ansible $(PYTEST_ARGS)
 
 clean: ## Remove build output (keeps the virtual environment)
 	rm -rf build .pytest_cache .ruff_cache

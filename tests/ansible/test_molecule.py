@@ -17,7 +17,8 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 from tests.ansible.support import ROOT, ContainerEngineMissing, molecule, molecule_environment, scenarios
 
 LOG_DIR = ROOT / "build" / "molecule-logs"
-# The longest scenario first, so that it starts at once on one worker while the others share the other.
+# Longest first. The suite runs the molecule scenarios before every other test (tests/conftest.py), so each
+# starts at once on a worker of its own while the other workers run the rest around them.
 ORDER = ["k3s_cluster", "data_tier", "gpu_nodes", "preflight"]
 FAILURE_LINES = re.compile(r"fatal:|FAILED|ERROR|CRITICAL|^\s*│?\s*E\s{2,}|Traceback|msg:", re.M)
 
