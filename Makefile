@@ -7,9 +7,10 @@ MAKEFLAGS += --no-print-directory
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Tests run in parallel processes; multi-process training tests start their own workers on top. Three
-# on two cores: the molecule scenarios and the training tests spend much of their time waiting.
-PYTEST_WORKERS ?= 3
+# Tests run in parallel processes; multi-process training tests start their own workers on top. Four on
+# two cores: the four molecule scenarios start first, one per worker (tests/conftest.py), and wait on their
+# containers most of the time, so the workers they free early run the other tests around the long ones.
+PYTEST_WORKERS ?= 4
 PYTEST_ARGS ?=
 DEMO_EXTRAS := storage,tf,serving
 ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev

@@ -36,7 +36,12 @@ def playbook(tier: str, env: dict[str, str], ephemeral: pathlib.Path) -> subproc
             f"playbooks/{tier}.yml",
         ],
         cwd=ANSIBLE_DIR,
-        env={**env, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg")},
+        # molecule passes the library of mlstack_file_state in its environment, not in its ansible.cfg.
+        env={
+            **env,
+            "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"),
+            "ANSIBLE_LIBRARY": str(ANSIBLE_DIR / "library"),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
