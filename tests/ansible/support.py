@@ -97,17 +97,20 @@ def run_playbook_json(
     for host, stats in document.get("stats", {}).items():
         code = 2 if stats.get("failures") or stats.get("unreachable") else 0
         outcome.by_host[host] = PlaybookOutcome(code, [], [], process.stderr)
+    for host, result in _task_results(document):
+        if "msg" in result and not result.get("skipped"):
+            for target in (outcome, outcome.by_host[host]):
+                (target.failed if result.get("failed") else target.other).append(str(result["msg"]))
+    return outcome
+
+
+def _task_results(document: dict):
+    """(host, result) of every task of a json callback document, each loop item as a result of its own."""
     for play in document.get("plays", []):
         for task in play["tasks"]:
             for host, result in task["hosts"].items():
                 for item in [result, *result.get("results", [])]:
-                    if "msg" in item and not item.get("skipped"):
-                        for target in (outcome, outcome.by_host.get(host)):
-                            if target is not None:
-                                (target.failed if item.get("failed") else target.other).append(
-                                    str(item["msg"])
-                                )
-    return outcome
+                    yield host, item
 
 
 def assert_stopped_with(outcome: PlaybookOutcome, *fragments: str) -> None:

@@ -21,8 +21,9 @@ NEWER_BRANCH = "590.44.01-1"
 
 
 @pytest.fixture
-def gpu(host, settings) -> dict:
-    return settings("nvidia_gpu") | {"name": host.backend.get_hostname()}
+def gpu(settings) -> dict:
+    """The nvidia_gpu settings of this host (role defaults, then its inventory variables)."""
+    return settings("nvidia_gpu")
 
 
 def installed_version(host, package: str) -> str | None:
