@@ -7,10 +7,11 @@ MAKEFLAGS += --no-print-directory
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Tests run in parallel processes; multi-process training tests start their own workers on top. Four on
-# two cores: the four molecule scenarios start first, one per worker (tests/conftest.py), and wait on their
-# containers most of the time, so the workers they free early run the other tests around the long ones.
-PYTEST_WORKERS ?= 4
+# Tests run in parallel processes; multi-process training tests start their own workers on top. Three on
+# two cores: the molecule scenarios start first (tests/conftest.py) and wait on their containers much of the
+# time, and the worker of the shortest runs the other tests around them. Four overload the cores: the
+# longest scenarios then ran past their limit.
+PYTEST_WORKERS ?= 3
 PYTEST_ARGS ?=
 DEMO_EXTRAS := storage,tf,serving
 ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
@@ -60,7 +61,7 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## Install checkov (pinned) in its own venv for the infra scan
 
 pytest: $(VENV)/.deps-all system-deps checkov
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --timeout 900 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --timeout 900 --durations 25 $(PYTEST_ARGS)
 
 test: lint pytest ## Install, lint and run every test this machine can run
 

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -168,14 +169,22 @@ def _last_line(command: list[str], env: dict[str, str]) -> str:
 def molecule(
     action: str, scenario: str, env: dict[str, str], timeout: float = 1150
 ) -> subprocess.CompletedProcess[str]:
-    """`molecule <action> -s <scenario>` from ansible/, stdout and stderr together."""
-    return subprocess.run(
-        [str(VENV_BIN / "molecule"), action, "-s", scenario],
+    """`molecule <action> -s <scenario>` from ansible/, stdout and stderr together. Past `timeout`, molecule
+    and everything it started (ansible-playbook, its workers) are killed, and TimeoutExpired carries the output."""
+    command = [str(VENV_BIN / "molecule"), action, "-s", scenario]
+    with subprocess.Popen(
+        command,
         cwd=ANSIBLE_DIR,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout,
-        check=False,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, output=output) from None
+    return subprocess.CompletedProcess(command, process.returncode, output)
