@@ -32,12 +32,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
+# --no-compile: byte-compiling every installed file costs minutes of CPU; Python compiles what it imports.
 $(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[$(DEMO_EXTRAS)]'
+	$(BIN)/pip install -q --no-compile -e '.[$(DEMO_EXTRAS)]'
 	touch $@
 
 $(VENV)/.deps-all: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[$(ALL_EXTRAS)]'
+	$(BIN)/pip install -q --no-compile -e '.[$(ALL_EXTRAS)]'
 	touch $@ $(VENV)/.deps-demo
 
 demo: $(VENV)/.deps-demo ## Run the whole pipeline locally (synthetic data unless DATA=<url>)
@@ -55,7 +56,7 @@ lint: $(VENV)/.deps-all system-deps ## Lint Python, YAML, shell and Dockerfiles 
 $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	rm -rf $(CHECKOV_VENV)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	$(CHECKOV_VENV)/bin/pip install -q --no-compile checkov==$(CHECKOV_VERSION)
 	touch $@
 
 checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## Install checkov (pinned) in its own venv for the infra scan
