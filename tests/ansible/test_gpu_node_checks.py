@@ -1,8 +1,8 @@
 """The nvidia_gpu role's checks, run on this machine (local connection, no privilege escalation):
 
-- preflight (playbooks/preflight.yml) refuses bad GPU settings and an unsupported architecture before any
-  change, naming what to fix, and passes a valid GPU node. The architecture case reads its facts from a
-  fact cache holding this machine's facts with another architecture (gathering is smart: a cached host is
+- preflight (playbooks/preflight.yml) refuses bad GPU settings and an unsupported OS or architecture before any
+  change, naming what to fix, and passes a valid GPU node. The OS cases read their facts from a fact cache
+  holding this machine's facts with another distribution or architecture (gathering is smart: a cached host is
   not gathered again).
 - the health check (tasks/health.yml) on a simulated GPU host: fake_nvidia_tools (TEST DOUBLES of
   nvidia-smi and modinfo, tests/support/), a stand-in /proc/driver/nvidia/version and a PCI probe that
@@ -43,13 +43,14 @@ BUS_IDS = ["00000000:17:00.0", "00000000:65:00.0"]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu_node_checks")]
 
 
-def gpu_node_inventory(host: str = "gpu1", **variables) -> dict:
+def gpu_node_inventory(*hosts: str, **variables) -> dict:
     entry = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "ansible_become": False,
     }
-    return {"all": {"vars": variables, "children": {"gpu_nodes": {"hosts": {host: entry}}}}}
+    members = {host: entry for host in hosts or ["gpu1"]}
+    return {"all": {"vars": variables, "children": {"gpu_nodes": {"hosts": members}}}}
 
 
 # --- preflight -------------------------------------------------------------------------------------------
@@ -60,10 +61,10 @@ def fact_cache(tmp_path_factory) -> pathlib.Path:
     return tmp_path_factory.mktemp("facts")
 
 
-def run_preflight(tmp_path, fact_cache: pathlib.Path, host: str = "gpu1", **variables) -> PlaybookOutcome:
+def run_preflight(tmp_path, fact_cache: pathlib.Path, *hosts: str, **variables) -> PlaybookOutcome:
     return run_playbook_json(
         PREFLIGHT,
-        gpu_node_inventory(host, **variables),
+        gpu_node_inventory(*hosts, **variables),
         tmp_path,
         ANSIBLE_CACHE_PLUGIN="ansible.builtin.jsonfile",
         ANSIBLE_CACHE_PLUGIN_CONNECTION=str(fact_cache),
@@ -104,15 +105,46 @@ def test_a_value_outside_the_argument_spec_is_refused_naming_the_variable(tmp_pa
     assert_stopped_with(outcome, "nvidia_gpu_kernel_guard", "dkms, versionlock")
 
 
-def test_an_architecture_without_nvidia_packages_is_refused(tmp_path, fact_cache):
+OTHER_RELEASES = {
+    "alma8": {
+        "ansible_distribution": "AlmaLinux",
+        "ansible_distribution_version": "8.10",
+        "ansible_distribution_major_version": "8",
+        "ansible_os_family": "RedHat",
+    },
+    "focal1": {
+        "ansible_distribution": "Ubuntu",
+        "ansible_distribution_version": "20.04",
+        "ansible_distribution_major_version": "20",
+        "ansible_os_family": "Debian",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def cache_facts(tmp_path_factory, fact_cache):
+    """Cache this machine's facts, changed by `facts`, as those of `host`."""
     from ansible.plugins.loader import cache_loader, init_plugin_loader
 
-    run_preflight(tmp_path, fact_cache)  # this machine's facts, cached as gpu1
+    run_preflight(tmp_path_factory.mktemp("gather"), fact_cache)  # this machine's facts, cached as gpu1
     init_plugin_loader()
     cache = cache_loader.get("ansible.builtin.jsonfile", _uri=str(fact_cache))
-    cache.set("power1", {**cache.get("gpu1"), "ansible_architecture": "ppc64le"})
-    outcome = run_preflight(tmp_path, fact_cache, host="power1")
+    return lambda host, facts: cache.set(host, {**cache.get("gpu1"), **facts})
+
+
+def test_an_architecture_without_nvidia_packages_is_refused(tmp_path, fact_cache, cache_facts):
+    cache_facts("power1", {"ansible_architecture": "ppc64le"})
+    outcome = run_preflight(tmp_path, fact_cache, "power1")
     assert_stopped_with(outcome, "power1 is in gpu_nodes but runs", "on ppc64le", "on x86_64 or aarch64")
+
+
+def test_a_release_without_nvidia_packages_is_refused_on_every_such_host(tmp_path, fact_cache, cache_facts):
+    # The host check every play starts with names the release before the GPU role is reached.
+    for host, facts in OTHER_RELEASES.items():
+        cache_facts(host, facts)
+    outcome = run_preflight(tmp_path, fact_cache, *OTHER_RELEASES)
+    assert_stopped_with(outcome.by_host["alma8"], "alma8 runs AlmaLinux 8.10", "RHEL 9, Debian 12")
+    assert_stopped_with(outcome.by_host["focal1"], "focal1 runs Ubuntu 20.04", "Reinstall the host")
 
 
 # --- health check on a simulated GPU host -------------------------------------------------------------
