@@ -25,15 +25,17 @@ def s3_endpoint():
     endpoint = f"http://127.0.0.1:{port}"
     import requests
 
-    deadline = time.monotonic() + 30
+    # On a loaded machine the first answer can take seconds (moto imports, and compiles, its services on
+    # first use): a timed-out probe is retried like a refused connection, until the deadline.
+    deadline = time.monotonic() + 60
     while True:
         try:
-            requests.get(endpoint, timeout=1)
+            requests.get(endpoint, timeout=5)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
-                raise RuntimeError("moto_server did not start") from None
+                raise RuntimeError(f"moto_server did not answer on {endpoint} within 60 s") from None
             time.sleep(0.2)
     yield endpoint
     server.terminate()
