@@ -27,10 +27,12 @@ def pytest_collection_modifyitems(config, items):
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
-    # The molecule scenarios first, in their own order (longest first): each holds a worker for minutes and
-    # waits on containers most of that time, so the other tests fill the cores around them. pytest-xdist hands
-    # out work in this order (the Makefile turns its reordering by group size off).
-    items.sort(key=lambda item: "molecule" not in item.keywords)
+    # The molecule scenarios first, in their own order (longest first): each holds a worker for minutes, and the
+    # other workers run the rest around them. Then the modules with slow tests, the quick ones last, so that the
+    # workers end together (longest work first). pytest-xdist hands out work in this order (the Makefile turns
+    # its reordering by group size off).
+    slow_modules = {item.path for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: ("molecule" not in item.keywords, item.path not in slow_modules))
 
 
 @pytest.fixture
