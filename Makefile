@@ -32,9 +32,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
-# pip byte-compiles on one core (over 2 min for TensorFlow and PyTorch); compiling afterwards uses them all. The
-# bytecode matters where PYTHONDONTWRITEBYTECODE is set (as on this machine): every import would compile from source otherwise.
-# Files the venv's Python cannot compile (torch's py312 test helpers on 3.11) stay uncompiled, as pip leaves them.
+# pip compiles bytecode on one core (over 2 min for TensorFlow and PyTorch); afterwards it runs on all of them.
+# Without bytecode, where PYTHONDONTWRITEBYTECODE is set (as here), every import compiles from source. Files
+# the venv's Python cannot compile (torch's py312 test helpers on 3.11) stay uncompiled, as pip leaves them.
 COMPILE_VENV = $(BIN)/python -c 'import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)' $(VENV)/lib
 
 $(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
