@@ -134,26 +134,32 @@ def test_k3s_was_restarted_once_when_the_toolkit_arrived_and_not_by_the_rerun(ho
     assert host.service("k3s-agent").is_running
 
 
-def test_check_mode_reports_the_plan_for_a_fresh_node_and_changes_nothing(tmp_path):
-    """gpu.yml --check on the converged nodes and on the fresh gpu3 (added to gpu_nodes for this run)."""
+def run_gpu_playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    """playbooks/gpu.yml on the scenario's inventory and configuration, as molecule runs it."""
     ephemeral = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
-    (fresh,) = inventory_hosts("gpu_fresh")
-    extra = tmp_path / "fresh.yml"
-    extra.write_text(yaml.safe_dump({"gpu_nodes": {"hosts": {fresh: None}}}))
     playbook = pathlib.Path(__file__).resolve().parents[3] / "playbooks" / "gpu.yml"
-    command = [
-        str(pathlib.Path(sys.executable).with_name("ansible-playbook")),
-        "-i",
-        str(ephemeral / "inventory"),
-    ]
-    process = subprocess.run(
-        [*command, "-i", str(extra), str(playbook), "--check", "--diff"],
+    return subprocess.run(
+        [
+            str(pathlib.Path(sys.executable).with_name("ansible-playbook")),
+            "-i",
+            str(ephemeral / "inventory"),
+            *args,
+            str(playbook),
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg")},
         timeout=600,
         check=False,
     )
+
+
+def test_check_mode_reports_the_plan_for_a_fresh_node_and_changes_nothing(tmp_path):
+    """gpu.yml --check on the converged nodes and on the fresh gpu3 (added to gpu_nodes for this run)."""
+    (fresh,) = inventory_hosts("gpu_fresh")
+    extra = tmp_path / "fresh.yml"
+    extra.write_text(yaml.safe_dump({"gpu_nodes": {"hosts": {fresh: None}}}))
+    process = run_gpu_playbook("-i", str(extra), "--check", "--diff")
     said = " ".join(process.stdout.split())
     assert process.returncode == 0, process.stdout[-4000:] + process.stderr[-2000:]
     recap = dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", process.stdout, re.M))
@@ -164,3 +170,25 @@ def test_check_mode_reports_the_plan_for_a_fresh_node_and_changes_nothing(tmp_pa
         "ls /etc/apt/sources.list.d/nvidia-cuda.sources /etc/nvidia-device-plugin /etc/modprobe.d/blacklist-nouveau.conf"
     )
     assert written.rc != 0 and not written.stdout.strip(), f"check mode wrote on {fresh}: {written.stdout}"
+
+
+def test_a_first_run_stopped_before_apt_read_the_sources_is_finished_by_the_next_run():
+    """What a first run leaves when it stops after writing NVIDIA's sources, before apt refreshed its lists
+    (made on gpu2: its driver removed, the lists of the driver repository deleted). The sources are then
+    unchanged for the next run, which must refresh the lists itself and install the driver."""
+    node = inventory_host("gpu2")
+    repo = node.ansible.get_variables()["nvidia_gpu_repo_url"].split("://", 1)[1].rstrip("/")
+    lists = repo.replace("/", "_") + "_*"
+    broken = node.run(
+        "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nvidia-driver-cuda"
+        f" && find /var/lib/apt/lists -maxdepth 1 -name '{lists}' -print -delete"
+    )
+    assert broken.rc == 0 and "InRelease" in broken.stdout, f"no lists of {repo} deleted: {broken}"
+    assert installed_version(node, "nvidia-driver-cuda") is None
+    assert node.run("apt-cache show nvidia-driver-cuda").rc != 0, (
+        "apt still knows the driver: nothing was undone"
+    )
+    process = run_gpu_playbook("--limit", "gpu2")
+    assert process.returncode == 0, process.stdout[-4000:] + process.stderr[-2000:]
+    assert installed_version(node, "nvidia-driver-cuda") == PINNED
+    assert installed_version(node, "cuda-drivers") == PINNED
