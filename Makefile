@@ -79,7 +79,7 @@ bench: $(VENV)/.deps-all system-deps ## Run the benchmarks and rewrite docs/benc
 	$(BIN)/python -m tests.bench.run $(if $(ONLY),--only $(ONLY))
 
 snapshots: $(VENV)/.deps-all system-deps ## Redraw the dashboard pictures in docs/images from a live local run
-	$(BIN)/python -m dashboards.snapshot
+	$(BIN)/python -m tests.dashboards.rig.snapshot
 
 molecule-image: system-deps ## Start the test container engine and build the Debian 12 systemd image once
 	@tests/support/dockerd.sh >/dev/null

@@ -3,7 +3,7 @@
 Each command lives in its own module, registered below by name. A command module defines:
 
 - its docstring (the command's ``--help`` description) and ``HELP`` (one line for the command list);
-- ``Config``: a frozen :class:`workloads.settings.CommandConfig` dataclass;
+- ``Config``: a frozen :class:`workloads.core.settings.CommandConfig` dataclass;
 - ``run(config) -> int``: does the work. TensorFlow and PyTorch are imported inside ``run`` (or below
   it), never at module level, so building the parser stays cheap and framework-free.
 """
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from workloads import logs, settings
-from workloads.errors import WorkloadError
+from workloads.core import logs, settings
+from workloads.core.errors import WorkloadError
 
 # Command name -> module. Order is the order of `--help`.
 COMMANDS: dict[str, str] = {
@@ -29,12 +29,12 @@ COMMANDS: dict[str, str] = {
     "select": "workloads.commands.select",
     "export": "workloads.commands.export",
     "pipeline": "workloads.commands.pipeline",
-    "tfs-config": "workloads.serving.tfs_config_command",
-    "serve-dev": "workloads.serving.serve_dev_command",
-    "predict": "workloads.serving.predict_command",
-    "loadtest": "workloads.serving.loadtest_command",
-    "infer-worker": "workloads.serving.infer_worker_command",
-    "stream-ingest": "workloads.serving.stream_ingest_command",
+    "tfs-config": "workloads.commands.tfs_config",
+    "serve-dev": "workloads.commands.serve_dev",
+    "predict": "workloads.commands.predict",
+    "loadtest": "workloads.commands.loadtest",
+    "infer-worker": "workloads.commands.infer_worker",
+    "stream-ingest": "workloads.commands.stream_ingest",
 }
 
 log = logging.getLogger("workloads")

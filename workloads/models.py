@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from workloads.errors import WorkloadError
+from workloads.core.errors import WorkloadError
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10

@@ -20,7 +20,7 @@ from tests.workloads.serving.processes import start_dev_server, start_service, w
 from tests.workloads.serving.savedmodels import make_test_savedmodel
 from workloads.serving import loadtest, payloads
 from workloads.serving.client import RestClient, RetryPolicy
-from workloads.serving.inference_messages import request_message
+from workloads.streaming.inference_messages import request_message
 
 MODEL = "fashion_mnist"
 CONCURRENCY = 16
@@ -140,7 +140,7 @@ def _worker_throughput(workdir: pathlib.Path, base: pathlib.Path) -> tuple[float
 
 
 def _ingest_throughput(workdir: pathlib.Path) -> tuple[float, int]:
-    from workloads.serving.ingest_messages import record_message
+    from workloads.streaming.ingest_messages import record_message
 
     kafka = MockKafka()
     topic = "mlstack.ingest.images"
@@ -221,7 +221,7 @@ def run(workdir: pathlib.Path) -> str:
             "",
             f"Load average {load_before:.1f} -> {load_after:.1f} (the machine is shared).",
             "",
-            f"`serve-dev` over the `plain` model as `workloads.export` exports it (untrained weights), REST, "
+            f"`serve-dev` over the `plain` model as `workloads.workflow.export` exports it (untrained weights), REST, "
             f"{CONCURRENCY} closed-loop clients, one image per request, clients and server on the same 2 cores. "
             f"Two servers (batching off and on, the CPU profile of `tfs-config`: up to 64 rows, 1 ms timeout) run "
             f"side by side; {ROUNDS} rounds of {DURATION_S:.0f} s alternate between them. Medians of the rounds:",

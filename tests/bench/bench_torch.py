@@ -82,7 +82,7 @@ def _train(workdir: pathlib.Path, framework: str, workers: int) -> tuple[float, 
 
 def _recovery(workdir: pathlib.Path, attempt: int) -> dict[str, float]:
     """Seconds from a worker's SIGKILL to each stage of its group's recovery."""
-    from workloads import logs
+    from workloads.core import logs
     from workloads.training.checkpoints import CheckpointStore
     from workloads.training.config import TrainConfig
     from workloads.training.local_job import launch_local

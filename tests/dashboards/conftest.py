@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from dashboards import catalog, contract, loopback
+from dashboards import catalog, contract
+from tests.dashboards.rig import loopback
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "dashboards" / "generated"

@@ -1,6 +1,6 @@
 """Integration: the generated dashboards and rules against a real Prometheus scraping the real workloads.
 
-The live scenario (dashboards/scenario.py) runs once for this module under a real Prometheus and
+The live scenario (tests/dashboards/rig/scenario.py) runs once for this module under a real Prometheus and
 node_exporter (Debian packages) on loopback, scraping every second: a short TensorFlow
 MultiWorkerMirroredStrategy training run of two worker processes, then serve-dev serving the model
 that run trained under a load test and malformed requests, with infer-worker and stream-ingest on
@@ -13,9 +13,10 @@ import dataclasses
 
 import pytest
 
-from dashboards import catalog, contract, live, loopback, scenario, snapshot
+from dashboards import catalog, contract
 from dashboards.params import THRESHOLDS
 from dashboards.rules import serving, training
+from tests.dashboards.rig import live, loopback, scenario, snapshot
 
 from .conftest import DASHBOARD_FILES, RULE_FILES
 
@@ -29,7 +30,7 @@ def alert_expr(group, name: str, **thresholds) -> str:
     return group(dataclasses.replace(THRESHOLDS, **thresholds)).alert(name).expr
 
 
-# Queries evaluated at each observation (dashboards/scenario.py takes them while the workloads run).
+# Queries evaluated at each observation (tests/dashboards/rig/scenario.py takes them while the workloads run).
 PROBES = {
     scenario.TRAINING: {
         "step rate": f'{training.step_rate()}{{run="{RUN}"}}',

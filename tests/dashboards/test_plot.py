@@ -1,6 +1,6 @@
 """The PNG snapshots' axes: Grafana's units, and labels that tell ticks apart."""
 
-from dashboards import plot
+from tests.dashboards.rig import plot
 
 
 def test_ticks_of_a_narrow_range_get_the_digits_that_tell_them_apart():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workloads.errors import CheckpointError
+from workloads.core.errors import CheckpointError
 from workloads.training.checkpoints import CheckpointStore
 
 

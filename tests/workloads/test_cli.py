@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from workloads import cli, settings
+from workloads import cli
+from workloads.core import settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from workloads import cluster
-from workloads.errors import ClusterConfigError
+from workloads.core.errors import ClusterConfigError
+from workloads.training import cluster
 
 
 def tf_config(cluster_spec, task_type, index):

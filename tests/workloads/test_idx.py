@@ -5,8 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
+from workloads.core.errors import DataError
 from workloads.data import idx
-from workloads.errors import DataError
 
 
 @pytest.fixture

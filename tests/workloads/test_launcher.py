@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from workloads import launcher
-from workloads.errors import WorkloadError
+from workloads.core.errors import WorkloadError
+from workloads.training import launcher
 
 WORKER = textwrap.dedent(
     """

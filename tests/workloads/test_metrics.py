@@ -7,8 +7,8 @@ import socket
 import pytest
 import requests
 
-from workloads.errors import WorkloadError
-from workloads.metrics import TrainingMetrics
+from workloads.core.errors import WorkloadError
+from workloads.training.metrics import TrainingMetrics
 
 INTERFACES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "interfaces.md"
 

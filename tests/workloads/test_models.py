@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from workloads import models
-from workloads.errors import WorkloadError
+from workloads.core.errors import WorkloadError
 
 
 def test_an_unknown_model_fails_with_the_valid_names():

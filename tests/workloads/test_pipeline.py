@@ -125,7 +125,7 @@ def test_the_saved_model_has_exactly_the_documented_signatures(selected):
 def test_both_signatures_agree_with_the_in_memory_model_on_the_same_images(selected, test_images):
     import tensorflow as tf
 
-    from workloads.export import encode_png
+    from workloads.workflow.export import encode_png
 
     _, winner, saved_model = selected
     images, _ = test_images
@@ -159,7 +159,7 @@ def test_serving_bytes_takes_jpeg_colour_and_other_sizes(selected, test_images):
 def test_the_warmup_file_replays_one_request_per_signature(selected):
     import tensorflow as tf
 
-    from workloads.export import WARMUP_FILE, read_warmup_file
+    from workloads.workflow.export import WARMUP_FILE, read_warmup_file
 
     _, _, saved_model = selected
     records = read_warmup_file(saved_model / WARMUP_FILE)
@@ -176,7 +176,7 @@ def test_the_warmup_file_replays_one_request_per_signature(selected):
 
 
 def test_promoting_again_adds_the_next_version_and_leaves_the_first_intact(demo, selected):
-    from workloads.export import promote_trained_model
+    from workloads.workflow.export import promote_trained_model
 
     workdir, _ = demo
     _, winner, first = selected

@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from workloads import promote, storage
+from workloads.core import storage
+from workloads.workflow import promote
 
 
 def saved_model(marker):

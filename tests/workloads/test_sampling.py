@@ -5,9 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from workloads.core.errors import DataError
 from workloads.data.sampling import WorkerBatches, sequential_batches
 from workloads.data.shards import ShardSet, ShardWriter
-from workloads.errors import DataError
 
 
 def make_dataset(path, count, shard_size):

@@ -6,8 +6,8 @@ from typing import Literal
 
 import pytest
 
-from workloads import settings
-from workloads.settings import CommandConfig, ConfigError, option, positive
+from workloads.core import settings
+from workloads.core.settings import CommandConfig, ConfigError, option, positive
 
 
 @dataclasses.dataclass(frozen=True)

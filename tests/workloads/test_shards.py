@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from workloads.core.errors import DataError
 from workloads.data import shards
 from workloads.data.shards import ShardCache, ShardSet, ShardWriter
-from workloads.errors import DataError
 
 
 def records(count, seed=0):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from tests.workloads.support import json_lines, run_workloads
+from workloads.core.errors import DataError
 from workloads.data import datasets, idx, synthetic
 from workloads.data.shards import ShardSet
-from workloads.errors import DataError
 
 
 def test_synthetic_data_is_deterministic_and_fashion_mnist_shaped():

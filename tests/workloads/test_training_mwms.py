@@ -18,8 +18,7 @@ import time
 import pytest
 
 from tests.workloads.support import ROOT, attempts, json_lines, run_workloads, subprocess_env
-from workloads import cluster, launcher
-from workloads.training import trained_model
+from workloads.training import cluster, launcher, trained_model
 from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
 from workloads.training.local_job import launch_local

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from workloads import logs, storage
-from workloads.export import DEFAULT_MODEL_NAME, export_trained_model, promote_trained_model
-from workloads.settings import CommandConfig, ConfigError, option
+from workloads.core import logs, storage
+from workloads.core.settings import CommandConfig, ConfigError, option
+from workloads.workflow.export import DEFAULT_MODEL_NAME, export_trained_model, promote_trained_model
 
 HELP = "export a trained model as a SavedModel for TF Serving (optionally as a new version)"
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from workloads import logs, storage
+from workloads.core import logs, storage
+from workloads.core.settings import CommandConfig, non_negative, option, positive
 from workloads.data import datasets
-from workloads.settings import CommandConfig, non_negative, option, positive
 
 HELP = "convert Fashion-MNIST IDX files (or synthetic data) into checksummed shards"
 log = logging.getLogger(__name__)

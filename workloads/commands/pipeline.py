@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from workloads import models, selection, storage
-from workloads.export import DEFAULT_MODEL_NAME
-from workloads.pipeline import run_pipeline
-from workloads.settings import CommandConfig, ConfigError, non_negative, option, positive
+from workloads import models
+from workloads.core import storage
+from workloads.core.settings import CommandConfig, ConfigError, non_negative, option, positive
+from workloads.workflow import selection
+from workloads.workflow.export import DEFAULT_MODEL_NAME
+from workloads.workflow.pipeline import run_pipeline
 
 HELP = "run the whole pipeline locally (make demo): shards, search, select, export, predict"
 

@@ -10,8 +10,10 @@ import dataclasses
 import logging
 import pathlib
 
-from workloads import logs, models, search, storage
-from workloads.settings import CommandConfig, ConfigError, non_negative, option, positive
+from workloads import models
+from workloads.core import logs, storage
+from workloads.core.settings import CommandConfig, ConfigError, non_negative, option, positive
+from workloads.workflow import search
 
 HELP = "hyperparameter grid search: one multi-worker training job per grid point"
 log = logging.getLogger(__name__)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from workloads import fsutil, logs, selection, storage
+from workloads.core import fsutil, logs, storage
+from workloads.core.errors import DataError
+from workloads.core.settings import CommandConfig, option
 from workloads.data import datasets
 from workloads.data.shards import ShardCache, ShardSet
-from workloads.errors import DataError
-from workloads.export import DEFAULT_MODEL_NAME, promote_trained_model
-from workloads.settings import CommandConfig, option
+from workloads.workflow import selection
+from workloads.workflow.export import DEFAULT_MODEL_NAME, promote_trained_model
 
 HELP = "evaluate candidates on the held-out split, rank them, promote the best"
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from workloads import logs, progress, storage
+from workloads.core import logs, progress, storage
+from workloads.core.errors import DataError
 from workloads.data import idx, synthetic
 from workloads.data.shards import MANIFEST_NAME, Manifest, ShardSet, ShardWriter
-from workloads.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from workloads import storage
-from workloads.errors import DataError
-from workloads.fsutil import atomic_write_bytes
+from workloads.core import storage
+from workloads.core.errors import DataError
+from workloads.core.fsutil import atomic_write_bytes
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _TYPES: dict[int, np.dtype] = {

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from workloads.core.errors import DataError
 from workloads.data.shards import ShardSet
-from workloads.errors import DataError
 
 DEFAULT_SHUFFLE_WINDOW = 1 << 18  # records: 200 MB of 28x28 images
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from workloads import storage
-from workloads.errors import DataError
+from workloads.core import storage
+from workloads.core.errors import DataError
 
 MAGIC = b"MLSHARD\x00"
 FORMAT_VERSION = 1

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from workloads.errors import WorkloadError
+from workloads.core.errors import WorkloadError
 from workloads.serving import tensors
 from workloads.serving.codes import HTTP_STATUS, RETRYABLE_CODES, RETRYABLE_HTTP_STATUSES, Code
 

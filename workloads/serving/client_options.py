@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from workloads.core.settings import CommandConfig, ConfigError, non_negative, option, positive
 from workloads.serving import tfs_config
 from workloads.serving.client import DEFAULT_SIGNATURE, ModelServerClient, RetryPolicy, make_client
-from workloads.settings import CommandConfig, ConfigError, non_negative, option, positive
 
 
 def _server_url(value: str) -> str | None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from workloads.errors import DataError
+from workloads.core.errors import DataError
 
 IMAGE_SHAPE = (28, 28)
 

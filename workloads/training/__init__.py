@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from workloads.errors import WorkloadError
+from workloads.core.errors import WorkloadError
 
 TRAINERS: dict[tuple[str, str], str] = {
     ("tensorflow", "multi-worker-mirrored"): "workloads.training.tf_mwms:train",

@@ -33,8 +33,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from workloads import fsutil, logs, storage
-from workloads.errors import CheckpointError
+from workloads.core import fsutil, logs, storage
+from workloads.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import pathlib
 from typing import Literal
 
 from workloads import models
+from workloads.core.settings import CommandConfig, ConfigError, at_most, non_negative, option, positive
 from workloads.data.sampling import DEFAULT_SHUFFLE_WINDOW
 from workloads.data.shards import DEFAULT_CACHE_DIR
-from workloads.settings import CommandConfig, ConfigError, at_most, non_negative, option, positive
 
 
 @dataclasses.dataclass(frozen=True)

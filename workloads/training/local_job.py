@@ -18,8 +18,8 @@ import pathlib
 import sys
 import tempfile
 
-from workloads import launcher, logs, settings
-from workloads.training import get_trainer
+from workloads.core import logs, settings
+from workloads.training import get_trainer, launcher
 from workloads.training.config import TrainConfig
 
 log = logging.getLogger(__name__)

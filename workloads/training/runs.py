@@ -16,15 +16,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from workloads import logs, models, storage
+from workloads import models
+from workloads.core import logs, storage
+from workloads.core.errors import CheckpointError, DataError, WorkloadError
 from workloads.data import datasets
 from workloads.data.sampling import WorkerBatches
 from workloads.data.shards import ShardCache, ShardSet
-from workloads.errors import CheckpointError, DataError, WorkloadError
-from workloads.metrics import TrainingMetrics
 from workloads.training import trained_model
 from workloads.training.checkpoints import CheckpointState, CheckpointStore
 from workloads.training.config import TrainConfig
+from workloads.training.metrics import TrainingMetrics
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from workloads import cluster, logs, models, progress, storage
+from workloads import models
+from workloads.core import logs, progress, storage
+from workloads.core.errors import CheckpointError, ClusterConfigError
 from workloads.data.sampling import WorkerBatches
-from workloads.errors import CheckpointError, ClusterConfigError
-from workloads.metrics import TrainingMetrics
-from workloads.training import runs, tf_runtime
+from workloads.training import cluster, runs, tf_runtime
 from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
+from workloads.training.metrics import TrainingMetrics
 
 log = logging.getLogger(__name__)
 FRAMEWORK = "tensorflow"

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from workloads.errors import PeerLostError
+from workloads.core.errors import PeerLostError
 
 
 def import_tensorflow(threads: int) -> Any:

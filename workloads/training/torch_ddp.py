@@ -48,13 +48,14 @@ from typing import Any
 
 import numpy as np
 
-from workloads import cluster, logs, models, progress, storage
+from workloads import models
+from workloads.core import logs, progress, storage
+from workloads.core.errors import CheckpointError, ClusterConfigError, WorkloadError
 from workloads.data.sampling import WorkerBatches
-from workloads.errors import CheckpointError, ClusterConfigError, WorkloadError
-from workloads.metrics import TrainingMetrics
-from workloads.training import runs, torch_runtime
+from workloads.training import cluster, runs, torch_runtime
 from workloads.training.checkpoints import CheckpointState, CheckpointStore
 from workloads.training.config import TrainConfig
+from workloads.training.metrics import TrainingMetrics
 
 log = logging.getLogger(__name__)
 FRAMEWORK = "pytorch"

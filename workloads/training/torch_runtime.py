@@ -30,8 +30,9 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from workloads import cluster, logs
-from workloads.errors import ClusterConfigError, PeerLostError
+from workloads.core import logs
+from workloads.core.errors import ClusterConfigError, PeerLostError
+from workloads.training import cluster
 
 log = logging.getLogger(__name__)
 PrecisionName = Literal["fp32", "bf16", "fp16"]

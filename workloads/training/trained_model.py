@@ -17,8 +17,8 @@ import pathlib
 import tempfile
 from typing import Any
 
-from workloads import storage
-from workloads.errors import WorkloadError
+from workloads.core import storage
+from workloads.core.errors import WorkloadError
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "training.json"

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.workloads.support import ROOT, subprocess_env
-from workloads import launcher
+from workloads.training import launcher
 from workloads.training.config import TrainConfig
 from workloads.training.local_job import launch_local
 

@@ -93,7 +93,7 @@ def test_the_pytorch_model_and_its_exported_saved_model_agree_within_1e4(ddp_run
     assert torch_side.returncode == 0, torch_side.stderr[-3000:]
     import keras
 
-    from workloads.export import export_trained_model
+    from workloads.workflow.export import export_trained_model
 
     assert (
         keras.backend.backend() == "tensorflow"
@@ -107,7 +107,7 @@ def test_the_pytorch_model_and_its_exported_saved_model_agree_within_1e4(ddp_run
 
 
 def test_selection_ranks_pytorch_and_tensorflow_candidates_side_by_side(ddp_run, ps_run):
-    from workloads import selection
+    from workloads.workflow import selection
 
     candidates = selection.find_candidates([str(ddp_run.output), str(ps_run.output)])
     rows = selection.select(candidates, ShardSet.open(str(split(ddp_run, "test"))), "accuracy")

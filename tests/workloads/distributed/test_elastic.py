@@ -11,8 +11,7 @@ import time
 import pytest
 
 from tests.workloads.support import json_lines
-from workloads import launcher
-from workloads.training import trained_model
+from workloads.training import launcher, trained_model
 from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
 from workloads.training.local_job import launch_local

@@ -6,9 +6,8 @@ import json
 import pytest
 
 from tests.workloads.support import json_lines, run_workloads, subprocess_env
-from workloads import launcher
-from workloads.settings import ConfigError
-from workloads.training import torch_runtime
+from workloads.core.settings import ConfigError
+from workloads.training import launcher, torch_runtime
 from workloads.training.config import TrainConfig
 
 

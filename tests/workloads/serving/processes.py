@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from workloads.serving.local_server import ChildCommand, LocalDevServer, start_dev_server
+from workloads.serving.dev.process import ChildCommand, LocalDevServer, start_dev_server
 
 T = TypeVar("T")
 ServiceProcess = ChildCommand

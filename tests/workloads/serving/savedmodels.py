@@ -1,4 +1,4 @@
-"""``make_test_savedmodel``: test SavedModels made by the real exporter (``workloads.export``).
+"""``make_test_savedmodel``: test SavedModels made by the real exporter (``workloads.workflow.export``).
 
 An untrained model of the ``plain`` variant (different seeds give different weights, so tests can
 tell versions apart), exported with ``export_saved_model`` exactly as the pipeline exports a trained
@@ -17,7 +17,7 @@ def make_test_savedmodel(base_path: pathlib.Path, version: int, seed: int = 0) -
     """Exports version ``version`` under ``base_path`` and returns its directory."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from workloads import models
-    from workloads.export import export_saved_model
+    from workloads.workflow.export import export_saved_model
 
     base_path.mkdir(parents=True, exist_ok=True)
     final = base_path / str(version)

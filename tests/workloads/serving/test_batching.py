@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from workloads.serving.batching import Batcher
 from workloads.serving.codes import Code, ServingStatus, invalid_argument
+from workloads.serving.dev.batching import Batcher
 from workloads.serving.tfs_config import BatchingParameters
 
 

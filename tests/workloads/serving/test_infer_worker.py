@@ -16,7 +16,7 @@ from tests.workloads.serving.kafka import MockKafka
 from tests.workloads.serving.processes import ServiceProcess, start_service, wait_until
 from workloads.serving import payloads
 from workloads.serving.client import RestClient, RetryPolicy
-from workloads.serving.inference_messages import request_message
+from workloads.streaming.inference_messages import request_message
 
 pytestmark = [pytest.mark.xdist_group("kafka"), pytest.mark.slow]
 REQUESTS, RESULTS, DLQ = "mlstack.inference.requests", "mlstack.inference.results", "mlstack.inference.dlq"

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from workloads.serving import json_tensors, tensors
+from workloads.serving import tensors
 from workloads.serving.codes import Code, ServingStatus
-from workloads.serving.savedmodel import Signature, TensorSpec
+from workloads.serving.dev import json_tensors
+from workloads.serving.dev.savedmodel import Signature, TensorSpec
 
 FLOAT, INT64, STRING, BOOL, UINT8 = (tensors.BY_ENUM[e] for e in (1, 9, 7, 10, 4))
 IMAGES = Signature(

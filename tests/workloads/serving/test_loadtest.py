@@ -106,9 +106,9 @@ def test_open_loop_latency_counts_from_the_scheduled_arrival():
 def test_the_pipeline_ends_by_serving_the_promoted_model_over_both_protocols(model_base, tmp_path, capsys):
     from types import SimpleNamespace
 
-    from workloads import pipeline
     from workloads.data import datasets
-    from workloads.serving.demo import stage_serve
+    from workloads.workflow import pipeline
+    from workloads.workflow.serving_check import stage_serve
 
     assert pipeline.STAGES[-1].run is stage_serve, "make demo must end by serving the model"
     datasets.ingest_synthetic(

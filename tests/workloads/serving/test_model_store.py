@@ -13,7 +13,7 @@ import fsspec
 import pytest
 
 from workloads.serving.codes import Code, ServingStatus
-from workloads.serving.model_store import ModelManager, discover_versions
+from workloads.serving.dev.model_store import ModelManager, discover_versions
 from workloads.serving.tfs_config import ServedModel
 
 

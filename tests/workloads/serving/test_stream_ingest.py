@@ -14,7 +14,7 @@ from tests.workloads.serving.kafka import MockKafka
 from tests.workloads.serving.processes import start_service, wait_until
 from workloads.data.shards import MANIFEST_NAME, ShardSet
 from workloads.serving import payloads
-from workloads.serving.ingest_messages import record_message
+from workloads.streaming.ingest_messages import record_message
 
 TOPIC = "mlstack.ingest.images"
 SHARD_SIZE = 100
@@ -179,7 +179,7 @@ def test_records_expired_by_retention_before_ingestion_are_counted_and_reported(
     from confluent_kafka import TopicPartition
 
     from workloads.data.shards import ShardWriter
-    from workloads.serving.stream_ingest import IngestMetrics, IngestSettings, StreamIngester
+    from workloads.streaming.stream_ingest import IngestMetrics, IngestSettings, StreamIngester
 
     writer = ShardWriter(str(tmp_path), shard_size=4)
     writer.append(np.zeros((1, 28, 28), np.uint8), [0])

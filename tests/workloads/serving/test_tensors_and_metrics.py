@@ -7,8 +7,8 @@ import pytest
 
 from workloads.serving import tensors
 from workloads.serving.codes import Code
+from workloads.serving.dev.metrics import BUCKET_LIMITS, TfServingMetrics
 from workloads.serving.tensors import TensorConversionError
-from workloads.serving.tfs_metrics import BUCKET_LIMITS, TfServingMetrics
 
 ARRAYS = {
     "float32": np.arange(12, dtype=np.float32).reshape(3, 4) / 7,

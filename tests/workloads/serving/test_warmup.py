@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests.workloads.serving.conftest import MODEL
-from workloads.serving import payloads, savedmodel, tensors
+from workloads.serving import payloads, tensors
+from workloads.serving.dev import savedmodel
 
 
 def write_warmup(directory, requests: list[tuple[str, dict[str, np.ndarray]]]) -> None:

@@ -1,0 +1,1 @@
+"""The Kafka services: event-driven inference (infer-worker) and streaming ingestion (stream-ingest)."""

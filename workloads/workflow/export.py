@@ -1,0 +1,208 @@
+"""SavedModel export for TF Serving: two signatures with the training preprocessing, and a warmup file.
+
+Signatures (the contract in ``docs/interfaces.md``):
+
+- ``serving_default``: ``images`` float32 ``[N, 28, 28]``, raw 0-255 intensities as stored in the IDX
+  files; outputs ``scores`` float32 ``[N, 10]`` and ``class_ids`` int64 ``[N]``.
+- ``serving_bytes``: ``image_bytes`` string ``[N]``, PNG or JPEG of any size, grey or colour; each is
+  decoded to one grey channel, resized to 28x28 (only when it is not 28x28 already) and fed to the same
+  function as ``serving_default``. The ``_bytes`` suffix lets TF Serving's REST API take
+  ``{"b64": ...}``.
+
+The model's own first layer scales 0-255 to [0, 1], so both signatures do exactly what training did.
+``assets.extra/tf_serving_warmup_requests`` holds ``PredictionLog`` records (one request per
+signature) that TF Serving replays at load time, so the first real request does not pay for graph
+warmup.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from workloads import models
+from workloads.core import storage
+from workloads.workflow import promote
+
+SERVING_DEFAULT = "serving_default"
+SERVING_BYTES = "serving_bytes"
+WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
+DEFAULT_MODEL_NAME = "fashion_mnist"
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A uint8 ``[rows, cols]`` image as PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _serving_functions(model: Any) -> tuple[Any, Any]:
+    import tensorflow as tf
+
+    rows, cols = models.IMAGE_SHAPE
+
+    def predict(images):
+        scores = model(images, training=False)
+        return {"scores": scores, "class_ids": tf.argmax(scores, axis=-1, output_type=tf.int64)}
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=1, expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        shape = tf.shape(image)
+        image = tf.cond(
+            tf.logical_and(tf.equal(shape[0], rows), tf.equal(shape[1], cols)),
+            lambda: image,
+            lambda: tf.image.resize(image, [rows, cols], antialias=True),
+        )
+        return tf.reshape(image, [rows, cols])
+
+    def predict_bytes(image_bytes):
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([rows, cols], tf.float32))
+        return predict(images)
+
+    return predict, predict_bytes
+
+
+def export_saved_model(
+    model: Any,
+    directory: pathlib.Path,
+    *,
+    model_name: str = DEFAULT_MODEL_NAME,
+    warmup_images: np.ndarray | None = None,
+) -> None:
+    """Writes the SavedModel (both signatures) and its warmup file into ``directory``."""
+    import keras
+    import tensorflow as tf
+
+    rows, cols = models.IMAGE_SHAPE
+    predict, predict_bytes = _serving_functions(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        SERVING_DEFAULT,
+        predict,
+        input_signature=[tf.TensorSpec([None, rows, cols], tf.float32, name="images")],
+    )
+    archive.add_endpoint(
+        SERVING_BYTES, predict_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+    )
+    archive.write_out(str(directory), verbose=False)
+    if warmup_images is None:
+        warmup_images = np.zeros((2, rows, cols), np.uint8)
+    write_warmup_file(directory / WARMUP_FILE, warmup_images, model_name)
+
+
+def write_warmup_file(path: pathlib.Path, images: np.ndarray, model_name: str) -> None:
+    """TF Serving warmup: one ``PredictionLog`` per signature, as TFRecords."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    images = np.asarray(images, np.uint8)
+    requests = []
+    tensor_request = predict_pb2.PredictRequest()
+    tensor_request.model_spec.name = model_name
+    tensor_request.model_spec.signature_name = SERVING_DEFAULT
+    tensor_request.inputs["images"].CopyFrom(tf.make_tensor_proto(images.astype(np.float32)))
+    requests.append(tensor_request)
+    bytes_request = predict_pb2.PredictRequest()
+    bytes_request.model_spec.name = model_name
+    bytes_request.model_spec.signature_name = SERVING_BYTES
+    bytes_request.inputs["image_bytes"].CopyFrom(
+        tf.make_tensor_proto([encode_png(image) for image in images], dtype=tf.string)
+    )
+    requests.append(bytes_request)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for request in requests:
+            record = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(record.SerializeToString())
+
+
+def read_warmup_file(path: pathlib.Path) -> list[Any]:
+    """The ``PredictionLog`` records of a warmup file (for checks and tests)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    logs = []
+    for raw in tf.data.TFRecordDataset(str(path)):
+        record = prediction_log_pb2.PredictionLog()
+        record.ParseFromString(raw.numpy())
+        logs.append(record)
+    return logs
+
+
+def _warmup_images(data_url: str | None, count: int = 4) -> np.ndarray | None:
+    """A few real held-out images for the warmup requests (zeros when there is no data)."""
+    if data_url is None:
+        return None
+    from workloads.data.shards import ShardSet
+
+    data = ShardSet.open(data_url)
+    return np.asarray(data.shard(0).images[:count]) if data.num_shards else None
+
+
+def promote_trained_model(
+    trained_url: str, base_url: str, model_name: str = DEFAULT_MODEL_NAME, warmup_data: str | None = None
+) -> tuple[int, str]:
+    """Exports a trained-model directory and publishes it as the next version under ``base_url``."""
+    from workloads.training import trained_model
+
+    model = trained_model.load_model(trained_url)
+    images = _warmup_images(warmup_data)
+    return promote.promote(
+        lambda directory: export_saved_model(model, directory, model_name=model_name, warmup_images=images),
+        base_url,
+        model_name,
+    )
+
+
+def export_trained_model(
+    trained_url: str, output_url: str, warmup_data: str | None = None, model_name: str = DEFAULT_MODEL_NAME
+) -> None:
+    """Exports a trained-model directory as a SavedModel at ``output_url`` (a plain directory).
+
+    Local: built beside the target and renamed into place (an existing export is replaced whole).
+    Remote: built locally and uploaded with ``saved_model.pb`` last.
+    """
+    import shutil
+    import tempfile
+    import uuid
+
+    from workloads.training import trained_model
+
+    model = trained_model.load_model(trained_url)
+    images = _warmup_images(warmup_data)
+    if storage.is_local(output_url):
+        target = storage.local_path(output_url)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.building-{uuid.uuid4().hex[:8]}")
+        try:
+            export_saved_model(model, staging, model_name=model_name, warmup_images=images)
+            if target.exists():
+                retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+                os.rename(target, retired)
+                os.rename(staging, target)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return
+    with tempfile.TemporaryDirectory(prefix="mlstack-export-") as tmp:
+        staging = pathlib.Path(tmp) / "model"
+        export_saved_model(model, staging, model_name=model_name, warmup_images=images)
+        files = sorted(
+            (p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == promote.SAVED_MODEL_PB
+        )
+        for path in files:
+            storage.upload_file(path, storage.join(output_url, str(path.relative_to(staging))))

@@ -1,0 +1,157 @@
+"""Hyperparameter grid search (fan-out): every grid point is an independent multi-worker training job.
+
+The grid is model variant x learning rate x global batch size. Each trial runs as its own local job
+(``--workers-per-trial`` processes with ``TF_CONFIG``, restarted on worker failure, resumed from
+its own checkpoints) under ``<workdir>/trials/<trial>/``::
+
+    model/          the trained model (model.keras + training.json)
+    checkpoints/    the trial's checkpoints
+    logs/           worker-<i>.log of every attempt
+
+A failed trial is recorded and the search goes on; a trial whose trained model already exists with
+the same settings is skipped (step memoisation), so re-running a search only does what is missing.
+``<workdir>/search.json`` lists every trial and how it ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Sequence
+
+from workloads.core import fsutil, logs
+from workloads.core.errors import WorkloadError
+from workloads.training import trained_model
+from workloads.training.config import TrainConfig
+from workloads.training.local_job import launch_local
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    model: str
+    learning_rate: float
+    batch_size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-lr{self.learning_rate:g}-b{self.batch_size}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult:
+    trial: Trial
+    status: str  # "trained" | "memoised" | "failed"
+    model_dir: str
+    wall_seconds: float
+    error: str | None = None
+
+
+def grid(models: Sequence[str], learning_rates: Sequence[float], batch_sizes: Sequence[int]) -> list[Trial]:
+    """Every combination, in a stable order; duplicates removed."""
+    seen = dict.fromkeys(
+        Trial(m, lr, b) for m, lr, b in itertools.product(models, learning_rates, batch_sizes)
+    )
+    return list(seen)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    data: str
+    workdir: pathlib.Path
+    epochs: int
+    seed: int
+    workers_per_trial: int
+    checkpoint_every: int
+    max_restarts: int
+    trial_timeout: float
+    collective_timeout: float
+
+
+def trial_config(settings: SearchSettings, trial: Trial) -> TrainConfig:
+    directory = settings.workdir / "trials" / trial.name
+    return TrainConfig(
+        data=settings.data,
+        output=str(directory / "model"),
+        model=trial.model,
+        epochs=settings.epochs,
+        batch_size=trial.batch_size,
+        learning_rate=trial.learning_rate,
+        seed=settings.seed,
+        checkpoint_dir=str(directory / "checkpoints"),
+        checkpoint_every=settings.checkpoint_every,
+        run_name=trial.name,
+        collective_timeout=settings.collective_timeout,
+        local_workers=settings.workers_per_trial,
+        max_restarts=settings.max_restarts,
+        timeout=settings.trial_timeout,
+    )
+
+
+def _memoised(config: TrainConfig) -> bool:
+    if not trained_model.is_trained_model(config.output):
+        return False
+    record = trained_model.read_record(config.output)
+    return (
+        record.model,
+        record.learning_rate,
+        record.batch_size,
+        record.epochs,
+        record.seed,
+        record.data,
+    ) == (
+        config.model,
+        config.learning_rate,
+        config.batch_size,
+        config.epochs,
+        config.seed,
+        config.data,
+    )
+
+
+def run_search(settings: SearchSettings, trials: Sequence[Trial]) -> list[TrialResult]:
+    """Runs the trials one after another (each already uses the machine's cores) and records them."""
+    results: list[TrialResult] = []
+    for number, trial in enumerate(trials, 1):
+        config = trial_config(settings, trial)
+        began = time.monotonic()
+        if _memoised(config):
+            log.info("trial %s: already trained with these settings, skipped", trial.name)
+            results.append(TrialResult(trial, "memoised", config.output, 0.0))
+            continue
+        log.info(
+            "trial %d/%d: %s",
+            number,
+            len(trials),
+            trial.name,
+            extra=logs.fields(trial=trial.name, output=config.output),
+        )
+        try:
+            launch_local(config, log_dir=settings.workdir / "trials" / trial.name / "logs")
+            status, error = "trained", None
+        except WorkloadError as failure:
+            log.error("trial %s failed: %s", trial.name, failure, extra=logs.fields(trial=trial.name))
+            status, error = "failed", str(failure)
+        results.append(TrialResult(trial, status, config.output, round(time.monotonic() - began, 1), error))
+        _write_summary(settings.workdir, results)
+    _write_summary(settings.workdir, results)
+    if not any(r.status != "failed" for r in results):
+        raise WorkloadError(f"every trial failed; see {settings.workdir / 'search.json'} and the trial logs")
+    return results
+
+
+def _write_summary(workdir: pathlib.Path, results: Sequence[TrialResult]) -> None:
+    summary = [
+        {
+            **dataclasses.asdict(r.trial),
+            "name": r.trial.name,
+            **{k: v for k, v in dataclasses.asdict(r).items() if k != "trial"},
+        }
+        for r in results
+    ]
+    fsutil.atomic_write_text(workdir / "search.json", json.dumps({"trials": summary}, indent=1))

@@ -1,0 +1,178 @@
+"""Model selection (fan-in): evaluate every candidate on the held-out split, rank them, pick the best.
+
+Candidates are trained-model directories (``model.keras`` + ``training.json``) from any framework.
+Each is evaluated on the same records with the same code; the ranking metric is configurable
+(``accuracy`` and ``macro_f1`` higher is better, ``loss`` lower is better) and ties are broken by
+the run name, so the same inputs always select the same winner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from workloads.core import logs, progress, storage
+from workloads.core.errors import WorkloadError
+from workloads.data.sampling import sequential_batches
+from workloads.data.shards import ShardSet
+from workloads.training import trained_model
+
+log = logging.getLogger(__name__)
+
+METRICS: dict[str, bool] = {"accuracy": True, "macro_f1": True, "loss": False}  # name -> higher is better
+EVAL_BATCH = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    url: str
+    record: trained_model.TrainingRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the results table."""
+
+    rank: int
+    run_name: str
+    model: str
+    learning_rate: float
+    batch_size: int
+    framework: str
+    accuracy: float
+    macro_f1: float
+    loss: float
+    url: str
+
+
+def find_candidates(urls: Sequence[str]) -> list[Candidate]:
+    """Trained-model directories among ``urls`` and one level below them (a search's ``trials/*/model``)."""
+    found: dict[str, Candidate] = {}
+    for url in urls:
+        for candidate_url in _trained_dirs(url):
+            found[candidate_url] = Candidate(candidate_url, trained_model.read_record(candidate_url))
+    if not found:
+        raise WorkloadError(f"no trained models (directories with training.json) under {list(urls)}")
+    return sorted(found.values(), key=lambda c: c.record.run_name)
+
+
+def _trained_dirs(url: str) -> list[str]:
+    if trained_model.is_trained_model(url):
+        return [url]
+    fs, path = storage.filesystem(url)
+    if not fs.exists(path):
+        raise WorkloadError(f"{url} does not exist")
+    pattern = path.rstrip("/") + "/**/" + trained_model.METADATA_FILE
+    prefix = url.split("://", 1)[0] + "://" if "://" in url else ""
+    return sorted(prefix + match.rsplit("/", 1)[0] for match in fs.glob(pattern))
+
+
+def evaluate(model: Any, data: ShardSet) -> dict[str, float]:
+    """Accuracy, macro-F1 and mean cross-entropy of ``model`` on every record of ``data``."""
+    predictions, labels, losses = [], [], []
+    for images, batch_labels in sequential_batches(data, EVAL_BATCH):
+        scores = np.asarray(model(images.astype(np.float32), training=False))
+        picked = np.clip(scores[np.arange(len(batch_labels)), batch_labels], 1e-7, 1.0)
+        losses.append(-np.log(picked))
+        predictions.append(scores.argmax(axis=1))
+        labels.append(batch_labels)
+    return classification_metrics(np.concatenate(labels), np.concatenate(predictions), np.concatenate(losses))
+
+
+def classification_metrics(
+    labels: np.ndarray, predictions: np.ndarray, losses: np.ndarray | None = None
+) -> dict[str, float]:
+    classes = int(max(labels.max(), predictions.max())) + 1
+    f1 = []
+    for c in range(classes):
+        true_positive = np.sum((predictions == c) & (labels == c))
+        predicted, actual = np.sum(predictions == c), np.sum(labels == c)
+        if actual == 0 and predicted == 0:
+            continue
+        f1.append(2 * true_positive / (predicted + actual) if predicted + actual else 0.0)
+    result = {"accuracy": float(np.mean(predictions == labels)), "macro_f1": float(np.mean(f1))}
+    if losses is not None:
+        result["loss"] = float(np.mean(losses))
+    return result
+
+
+def select(candidates: Sequence[Candidate], data: ShardSet, metric: str) -> list[Row]:
+    """Evaluates every candidate and returns the table, best first."""
+    if metric not in METRICS:
+        raise WorkloadError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    scored = []
+    with progress.bar(len(candidates), "evaluate candidates", unit="model") as bar:
+        for candidate in candidates:
+            model = trained_model.load_model(candidate.url)
+            result = evaluate(model, data)
+            log.info(
+                "evaluated %s",
+                candidate.record.run_name,
+                extra=logs.fields(run=candidate.record.run_name, **result),
+            )
+            scored.append((candidate, result))
+            bar.update(1)
+    higher_is_better = METRICS[metric]
+    scored.sort(
+        key=lambda item: (-item[1][metric] if higher_is_better else item[1][metric], item[0].record.run_name)
+    )
+    return [
+        Row(
+            rank=index + 1,
+            run_name=candidate.record.run_name,
+            model=candidate.record.model,
+            learning_rate=candidate.record.learning_rate,
+            batch_size=candidate.record.batch_size,
+            framework=candidate.record.framework,
+            accuracy=round(result["accuracy"], 5),
+            macro_f1=round(result["macro_f1"], 5),
+            loss=round(result["loss"], 5),
+            url=candidate.url,
+        )
+        for index, (candidate, result) in enumerate(scored)
+    ]
+
+
+def results_json(rows: Sequence[Row], metric: str, data_url: str) -> str:
+    return json.dumps(
+        {
+            "metric": metric,
+            "higher_is_better": METRICS[metric],
+            "evaluated_on": data_url,
+            "winner": dataclasses.asdict(rows[0]) if rows else None,
+            "candidates": [dataclasses.asdict(row) for row in rows],
+        },
+        indent=1,
+    )
+
+
+def render_table(rows: Sequence[Row], metric: str) -> str:
+    """The results as a fixed-width text table, the selected row marked."""
+    header = ("rank", "run", "model", "lr", "batch", "framework", "accuracy", "macro_f1", "loss")
+    lines = [
+        (
+            str(row.rank),
+            row.run_name,
+            row.model,
+            f"{row.learning_rate:g}",
+            str(row.batch_size),
+            row.framework,
+            f"{row.accuracy:.4f}",
+            f"{row.macro_f1:.4f}",
+            f"{row.loss:.4f}",
+        )
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out.append("  ".join("-" * w for w in widths))
+    for index, line in enumerate(lines):
+        marker = "  <- selected" if index == 0 else ""
+        out.append("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) + marker)
+    out.append(f"ranked by {metric} ({'higher' if METRICS[metric] else 'lower'} is better)")
+    return "\n".join(out)
