@@ -22,7 +22,13 @@ from workloads.core.settings import CommandConfig, non_empty, option, positive, 
 from workloads.serving import tfs_config
 from workloads.serving.client import RestClient, RetryPolicy
 from workloads.streaming import kafka
-from workloads.streaming.infer_worker import InferenceWorker, WorkerMetrics, WorkerSettings
+from workloads.streaming.infer_worker import (
+    MICRO_BATCH_SIZE,
+    MICRO_BATCH_WAIT_MS,
+    InferenceWorker,
+    WorkerMetrics,
+    WorkerSettings,
+)
 
 HELP = "Kafka consumer that micro-batches prediction requests through the model server"
 log = logging.getLogger(__name__)
@@ -42,15 +48,13 @@ class Config(CommandConfig):
         "localhost:9092", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]", check=non_empty
     )
     group_id: str = option(
-        "mlstack-infer-worker",
+        kafka.INFER_WORKER_GROUP,
         help="consumer group; workers in one group share the partitions",
         check=non_empty,
     )
-    requests_topic: str = option("mlstack.inference.requests", help="topic of prediction requests")
-    results_topic: str = option("mlstack.inference.results", help="topic the results are written to")
-    dlq_topic: str = option(
-        "mlstack.inference.dlq", help="dead-letter topic for messages that can never succeed"
-    )
+    requests_topic: str = option(kafka.REQUESTS_TOPIC, help="topic of prediction requests")
+    results_topic: str = option(kafka.RESULTS_TOPIC, help="topic the results are written to")
+    dlq_topic: str = option(kafka.DLQ_TOPIC, help="dead-letter topic for messages that can never succeed")
     server_url: str = option(
         "http://127.0.0.1:8501", help="model server REST base URL (TF Serving's 8501)", check=_rest_url
     )
@@ -58,9 +62,9 @@ class Config(CommandConfig):
     model_label: str | None = option(
         None, help="pin requests to the version with this label (default: the latest)"
     )
-    max_batch_size: int = option(32, help="most requests per micro-batch", check=positive)
+    max_batch_size: int = option(MICRO_BATCH_SIZE, help="most requests per micro-batch", check=positive)
     max_batch_wait_ms: int = option(
-        50, help="longest wait for a micro-batch to fill, in milliseconds", check=positive
+        MICRO_BATCH_WAIT_MS, help="longest wait for a micro-batch to fill, in milliseconds", check=positive
     )
     request_timeout: float = option(
         10.0, help="seconds to wait for the model server per call", check=positive

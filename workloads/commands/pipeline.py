@@ -12,8 +12,8 @@ import dataclasses
 from workloads import models
 from workloads.core import storage
 from workloads.core.settings import CommandConfig, ConfigError, non_negative, option, positive
+from workloads.serving.tfs_config import MODEL_NAME
 from workloads.workflow import selection
-from workloads.workflow.export import DEFAULT_MODEL_NAME
 from workloads.workflow.pipeline import run_pipeline
 
 HELP = "run the whole pipeline locally (make demo): shards, search, select, export, predict"
@@ -37,7 +37,7 @@ class Config(CommandConfig):
     max_restarts: int = option(2, help="group restarts per trial after a worker dies", check=non_negative)
     trial_timeout: float = option(600.0, help="seconds before a trial is stopped", check=positive)
     metric: str = option("accuracy", help="selection metric", choices=tuple(selection.METRICS))
-    model_name: str = option(DEFAULT_MODEL_NAME, help="TF Serving model name")
+    model_name: str = option(MODEL_NAME, help="TF Serving model name")
     seed: int = option(0, help="seed for the synthetic data, initial weights and shuffling")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// data (sets AWS_ENDPOINT_URL)")
 

@@ -16,8 +16,9 @@ from workloads.core.errors import DataError
 from workloads.core.settings import CommandConfig, option
 from workloads.data import datasets
 from workloads.data.shards import ShardCache, ShardSet
+from workloads.serving.tfs_config import MODEL_NAME
 from workloads.workflow import selection
-from workloads.workflow.export import DEFAULT_MODEL_NAME, promote_trained_model
+from workloads.workflow.export import promote_trained_model
 
 HELP = "evaluate candidates on the held-out split, rank them, promote the best"
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Config(CommandConfig):
     model_base_path: str | None = option(
         None, help="TF Serving base path to promote the winner into; none = no promotion"
     )
-    model_name: str = option(DEFAULT_MODEL_NAME, help="model name under the base path")
+    model_name: str = option(MODEL_NAME, help="model name under the base path")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// (sets AWS_ENDPOINT_URL)")
 
 

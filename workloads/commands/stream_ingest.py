@@ -32,11 +32,11 @@ class Config(CommandConfig):
         "localhost:9092", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]", check=non_empty
     )
     group_id: str = option(
-        "mlstack-stream-ingest",
+        kafka.STREAM_INGEST_GROUP,
         help="consumer group (its offsets show progress; the manifest is authoritative)",
         check=non_empty,
     )
-    topic: str = option("mlstack.ingest.images", help="topic of image records", check=non_empty)
+    topic: str = option(kafka.INGEST_TOPIC, help="topic of image records", check=non_empty)
     shard_size: int = option(4096, help="records per shard", check=positive)
     flush_interval_seconds: float = option(
         30.0, help="commit a partial shard after this long without a commit", check=positive

@@ -44,6 +44,11 @@ from workloads.streaming.kafka import LagReporter
 
 log = logging.getLogger(__name__)
 
+# The micro-batch a worker sends to the model server by default: the CLI flags and the stack's
+# streaming.microBatchSize / streaming.microBatchWaitMs take these.
+MICRO_BATCH_SIZE = 32
+MICRO_BATCH_WAIT_MS = 50
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkerSettings:
@@ -52,8 +57,8 @@ class WorkerSettings:
     dlq_topic: str
     model_name: str
     model_label: str | None = None
-    max_batch_size: int = 32
-    max_batch_wait_s: float = 0.05
+    max_batch_size: int = MICRO_BATCH_SIZE
+    max_batch_wait_s: float = MICRO_BATCH_WAIT_MS / 1000
     max_message_bytes: int = 4 * 1024 * 1024
     version_refresh_s: float = 10.0
     lag_interval_s: float = 5.0

@@ -16,6 +16,15 @@ from workloads.core.fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+# The topics and consumer groups of the streaming services (docs/interfaces.md, "Names"): the services'
+# defaults, the Pulumi program's container args and the Ansible role's topic list all use these.
+REQUESTS_TOPIC = "mlstack.inference.requests"
+RESULTS_TOPIC = "mlstack.inference.results"
+DLQ_TOPIC = "mlstack.inference.dlq"
+INGEST_TOPIC = "mlstack.ingest.images"
+INFER_WORKER_GROUP = "mlstack-infer-worker"
+STREAM_INGEST_GROUP = "mlstack-stream-ingest"
+
 
 def check_kafka_settings(items: tuple[str, ...]) -> str | None:
     for item in items:

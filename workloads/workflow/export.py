@@ -26,12 +26,16 @@ import numpy as np
 
 from workloads import models
 from workloads.core import storage
+from workloads.serving.client import (
+    BYTES_SIGNATURE,
+    DEFAULT_SIGNATURE,
+    IMAGE_BYTES_INPUT,
+    IMAGES_INPUT,
+)
+from workloads.serving.tfs_config import MODEL_NAME
 from workloads.workflow import promote
 
-SERVING_DEFAULT = "serving_default"
-SERVING_BYTES = "serving_bytes"
 WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
-DEFAULT_MODEL_NAME = "fashion_mnist"
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -74,7 +78,7 @@ def export_saved_model(
     model: Any,
     directory: pathlib.Path,
     *,
-    model_name: str = DEFAULT_MODEL_NAME,
+    model_name: str = MODEL_NAME,
     warmup_images: np.ndarray | None = None,
 ) -> None:
     """Writes the SavedModel (both signatures) and its warmup file into ``directory``."""
@@ -86,12 +90,14 @@ def export_saved_model(
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        SERVING_DEFAULT,
+        DEFAULT_SIGNATURE,
         predict,
-        input_signature=[tf.TensorSpec([None, rows, cols], tf.float32, name="images")],
+        input_signature=[tf.TensorSpec([None, rows, cols], tf.float32, name=IMAGES_INPUT)],
     )
     archive.add_endpoint(
-        SERVING_BYTES, predict_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+        BYTES_SIGNATURE,
+        predict_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)],
     )
     archive.write_out(str(directory), verbose=False)
     if warmup_images is None:
@@ -108,13 +114,13 @@ def write_warmup_file(path: pathlib.Path, images: np.ndarray, model_name: str) -
     requests = []
     tensor_request = predict_pb2.PredictRequest()
     tensor_request.model_spec.name = model_name
-    tensor_request.model_spec.signature_name = SERVING_DEFAULT
-    tensor_request.inputs["images"].CopyFrom(tf.make_tensor_proto(images.astype(np.float32)))
+    tensor_request.model_spec.signature_name = DEFAULT_SIGNATURE
+    tensor_request.inputs[IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(images.astype(np.float32)))
     requests.append(tensor_request)
     bytes_request = predict_pb2.PredictRequest()
     bytes_request.model_spec.name = model_name
-    bytes_request.model_spec.signature_name = SERVING_BYTES
-    bytes_request.inputs["image_bytes"].CopyFrom(
+    bytes_request.model_spec.signature_name = BYTES_SIGNATURE
+    bytes_request.inputs[IMAGE_BYTES_INPUT].CopyFrom(
         tf.make_tensor_proto([encode_png(image) for image in images], dtype=tf.string)
     )
     requests.append(bytes_request)
@@ -151,7 +157,7 @@ def _warmup_images(data_url: str | None, count: int = 4) -> np.ndarray | None:
 
 
 def promote_trained_model(
-    trained_url: str, base_url: str, model_name: str = DEFAULT_MODEL_NAME, warmup_data: str | None = None
+    trained_url: str, base_url: str, model_name: str = MODEL_NAME, warmup_data: str | None = None
 ) -> tuple[int, str]:
     """Exports a trained-model directory and publishes it as the next version under ``base_url``."""
     from workloads.training import trained_model
@@ -166,7 +172,7 @@ def promote_trained_model(
 
 
 def export_trained_model(
-    trained_url: str, output_url: str, warmup_data: str | None = None, model_name: str = DEFAULT_MODEL_NAME
+    trained_url: str, output_url: str, warmup_data: str | None = None, model_name: str = MODEL_NAME
 ) -> None:
     """Exports a trained-model directory as a SavedModel at ``output_url`` (a plain directory).
 

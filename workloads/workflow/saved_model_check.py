@@ -14,7 +14,8 @@ import numpy as np
 
 from workloads.data.sampling import sequential_batches
 from workloads.data.shards import ShardSet
-from workloads.workflow.export import SERVING_BYTES, SERVING_DEFAULT, encode_png
+from workloads.serving.client import BYTES_SIGNATURE, DEFAULT_SIGNATURE
+from workloads.workflow.export import encode_png
 from workloads.workflow.selection import classification_metrics
 
 BATCH = 1000
@@ -26,7 +27,7 @@ def predict_with_saved_model(
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(saved_model_dir))
-    tensors, encoded = loaded.signatures[SERVING_DEFAULT], loaded.signatures[SERVING_BYTES]
+    tensors, encoded = loaded.signatures[DEFAULT_SIGNATURE], loaded.signatures[BYTES_SIGNATURE]
     labels, predicted = [], []
     for images, batch_labels in sequential_batches(data, BATCH):
         out = tensors(images=tf.constant(images.astype(np.float32)))
