@@ -1,6 +1,7 @@
 """``python -m workloads <command>``: the one entry point that images, job specs and make targets call.
 
-Each command lives in its own module, registered below by name. A command module defines:
+Each command is its own module, ``workloads/commands/<name>.py`` (dashes become underscores), listed
+below by name. A command module defines:
 
 - its docstring (the command's ``--help`` description) and ``HELP`` (one line for the command list);
 - ``Config``: a frozen :class:`workloads.core.settings.CommandConfig` dataclass;
@@ -21,27 +22,27 @@ from types import ModuleType
 from workloads.core import logs, settings
 from workloads.core.errors import WorkloadError
 
-# Command name -> module. Order is the order of `--help`.
-COMMANDS: dict[str, str] = {
-    "ingest": "workloads.commands.ingest",
-    "train": "workloads.commands.train",
-    "search": "workloads.commands.search",
-    "select": "workloads.commands.select",
-    "export": "workloads.commands.export",
-    "pipeline": "workloads.commands.pipeline",
-    "tfs-config": "workloads.commands.tfs_config",
-    "serve-dev": "workloads.commands.serve_dev",
-    "predict": "workloads.commands.predict",
-    "loadtest": "workloads.commands.loadtest",
-    "infer-worker": "workloads.commands.infer_worker",
-    "stream-ingest": "workloads.commands.stream_ingest",
-}
+# The commands, in the order of `--help`. Command ``a-b`` is the module ``workloads.commands.a_b``.
+COMMANDS: tuple[str, ...] = (
+    "ingest",
+    "train",
+    "search",
+    "select",
+    "export",
+    "pipeline",
+    "tfs-config",
+    "serve-dev",
+    "predict",
+    "loadtest",
+    "infer-worker",
+    "stream-ingest",
+)
 
 log = logging.getLogger("workloads")
 
 
 def load_command(name: str) -> ModuleType:
-    return importlib.import_module(COMMANDS[name])
+    return importlib.import_module(f"workloads.commands.{name.replace('-', '_')}")
 
 
 def build_parser() -> argparse.ArgumentParser:

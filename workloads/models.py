@@ -13,7 +13,7 @@ on two CPU cores in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from workloads.core.errors import WorkloadError
@@ -64,6 +64,12 @@ MODELS: dict[str, Callable[[], Any]] = {
 
 def model_names() -> list[str]:
     return list(MODELS)
+
+
+def unknown_models(names: Sequence[str]) -> str | None:
+    """What is wrong with ``names`` (those not in the registry), or None when every one is known."""
+    unknown = [name for name in names if name not in MODELS]
+    return f"unknown model(s) {unknown}; valid models: {', '.join(MODELS)}" if unknown else None
 
 
 def build_model(name: str, *, seed: int | None = None) -> Any:

@@ -74,6 +74,28 @@ def make_request(config: Config):
 
 
 def run(config: Config) -> int:
+    result = _load(config)
+    summary = loadtest.report(
+        result,
+        target=config.server_url,
+        model_name=config.model_name,
+        signature=config.signature,
+        batch_size=config.batch_size,
+    )
+    _write(config, result, summary)
+    if summary["error_rate"] > config.max_error_rate:
+        log.error(
+            "error rate %.2f%% is above --max-error-rate %.2f%%: %s",
+            100 * summary["error_rate"],
+            100 * config.max_error_rate,
+            summary["errors"],
+        )
+        return 1
+    return 0
+
+
+def _load(config: Config) -> loadtest.LoadResult:
+    """The warm-up requests, then the load itself, with a progress bar."""
     spec = loadtest.LoadSpec(
         mode=config.mode,
         concurrency=config.concurrency,
@@ -82,7 +104,6 @@ def run(config: Config) -> int:
         max_requests=config.requests,
     )
     send = make_request(config)
-    out_dir = pathlib.Path(config.output_dir)
     with config.make_client() as client:
         for _ in range(config.warmup_requests):
             send(client)  # fails fast, with the server's answer, when the target is wrong
@@ -95,16 +116,14 @@ def run(config: Config) -> int:
         )
         tick, bar = _progress(config)
         try:
-            result = loadtest.run_load(client, send, spec, tick)
+            return loadtest.run_load(client, send, spec, tick)
         finally:
             bar.close()
-    summary = loadtest.report(
-        result,
-        target=config.server_url,
-        model_name=config.model_name,
-        signature=config.signature,
-        batch_size=config.batch_size,
-    )
+
+
+def _write(config: Config, result: loadtest.LoadResult, summary: dict) -> None:
+    """report.json and the plots in --output-dir; the summary on stdout."""
+    out_dir = pathlib.Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "report.json", json.dumps(summary, indent=2) + "\n")
     plots = loadtest.plot(result, out_dir, f"{config.mode} loop, {config.signature}")
@@ -115,15 +134,6 @@ def run(config: Config) -> int:
         len(plots),
         extra=logs.fields(throughput_rps=summary["throughput_rps"], errors=summary["errors"]),
     )
-    if summary["error_rate"] > config.max_error_rate:
-        log.error(
-            "error rate %.2f%% is above --max-error-rate %.2f%%: %s",
-            100 * summary["error_rate"],
-            100 * config.max_error_rate,
-            summary["errors"],
-        )
-        return 1
-    return 0
 
 
 def _progress(config: Config):

@@ -8,13 +8,15 @@ Re-running reuses what is already done (shards and trained trials with the same 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 from workloads import models
 from workloads.core import storage
-from workloads.core.settings import CommandConfig, ConfigError, non_negative, option, positive
+from workloads.core.settings import CommandConfig, non_negative, option, positive
 from workloads.serving.tfs_config import MODEL_NAME
-from workloads.workflow import selection
-from workloads.workflow.pipeline import run_pipeline
+from workloads.workflow import search, selection
+from workloads.workflow.pipeline import DataSource, PipelineSettings, run_pipeline
+from workloads.workflow.search import Grid, SearchSettings
 
 HELP = "run the whole pipeline locally (make demo): shards, search, select, export, predict"
 
@@ -28,35 +30,48 @@ class Config(CommandConfig):
     synthetic_train: int = option(6000, help="synthetic training records (without --data)", check=positive)
     synthetic_test: int = option(1000, help="synthetic held-out records (without --data)", check=positive)
     shard_size: int = option(1024, help="records per shard", check=positive)
-    models: tuple[str, ...] = option(tuple(models.MODELS), help="model variants in the grid")
-    learning_rates: tuple[float, ...] = option((0.001, 0.003), help="learning rates in the grid")
-    batch_sizes: tuple[int, ...] = option((64,), help="global batch sizes in the grid")
-    epochs: int = option(2, help="epochs per trial", check=positive)
-    workers_per_trial: int = option(2, help="worker processes per trial", check=positive)
-    checkpoint_every: int = option(50, help="steps between checkpoints", check=positive)
-    max_restarts: int = option(2, help="group restarts per trial after a worker dies", check=non_negative)
-    trial_timeout: float = option(600.0, help="seconds before a trial is stopped", check=positive)
+    models: tuple[str, ...] = option(
+        Grid.models, help="model variants in the grid", check=models.unknown_models
+    )
+    learning_rates: tuple[float, ...] = option(Grid.learning_rates, help="learning rates in the grid")
+    batch_sizes: tuple[int, ...] = option(Grid.batch_sizes, help="global batch sizes in the grid")
+    epochs: int = option(SearchSettings.epochs, help="epochs per trial", check=positive)
+    workers_per_trial: int = option(
+        SearchSettings.workers_per_trial, help="worker processes per trial", check=positive
+    )
+    checkpoint_every: int = option(
+        SearchSettings.checkpoint_every, help="steps between checkpoints", check=positive
+    )
+    max_restarts: int = option(
+        SearchSettings.max_restarts, help="group restarts per trial after a worker dies", check=non_negative
+    )
+    trial_timeout: float = option(
+        SearchSettings.trial_timeout, help="seconds before a trial is stopped", check=positive
+    )
+    collective_timeout: float = option(
+        SearchSettings.collective_timeout, help="seconds a collective waits for a lost peer", check=positive
+    )
     metric: str = option("accuracy", help="selection metric", choices=tuple(selection.METRICS))
     model_name: str = option(MODEL_NAME, help="TF Serving model name")
-    seed: int = option(0, help="seed for the synthetic data, initial weights and shuffling")
+    seed: int = option(SearchSettings.seed, help="seed for the synthetic data, initial weights and shuffling")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// data (sets AWS_ENDPOINT_URL)")
 
     def validate(self) -> None:
-        unknown = [m for m in self.models if m not in models.MODELS]
-        if unknown:
-            raise ConfigError(
-                "--models", f"unknown model(s) {unknown}; valid models: {', '.join(models.MODELS)}"
-            )
-        if not self.models or not self.learning_rates or not self.batch_sizes:
-            raise ConfigError("--models", "the grid needs at least one model, learning rate and batch size")
-        bad = [b for b in self.batch_sizes if b % self.workers_per_trial]
-        if bad:
-            raise ConfigError(
-                "--batch-sizes", f"{bad} must be multiples of --workers-per-trial {self.workers_per_trial}"
-            )
+        search.check_options(self)
+
+    def settings(self) -> PipelineSettings:
+        workdir = pathlib.Path(self.workdir)
+        source = DataSource(self.data, self.synthetic_train, self.synthetic_test, self.shard_size, self.seed)
+        return PipelineSettings(
+            workdir=workdir,
+            source=source,
+            search=search.search_settings(self, str(workdir / "data"), workdir / "search"),
+            metric=self.metric,
+            model_name=self.model_name,
+        )
 
 
 def run(config: Config) -> int:
     storage.set_s3_endpoint(config.s3_endpoint)
-    run_pipeline(config)
+    run_pipeline(config.settings())
     return 0

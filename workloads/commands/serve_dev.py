@@ -23,11 +23,17 @@ import os
 import pathlib
 import signal
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from workloads.core import logs
 from workloads.core.fsutil import atomic_write_text
 from workloads.core.settings import CommandConfig, ConfigError, non_negative, option, positive, tcp_port
 from workloads.serving import tfs_config
+
+if TYPE_CHECKING:
+    from workloads.serving.dev.model_store import ModelManager
+    from workloads.serving.dev.server import DevServer
 
 HELP = "DEVELOPMENT model server speaking TF Serving's REST and gRPC APIs (stands in for TF Serving)"
 log = logging.getLogger(__name__)
@@ -103,30 +109,36 @@ def _read_optional(path: str | None, parse, default):
         raise tfs_config.TfsConfigError(f"cannot read {path}: {error.strerror}") from error
 
 
-def run(config: Config) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@dataclasses.dataclass(frozen=True)
+class _ServerFiles:
+    """What the server's config files (or their defaults) say: the models, batching, the metrics path."""
+
+    models: list[tfs_config.ServedModel]
+    batching: tfs_config.BatchingParameters | None
+    metrics_path: str
+
+
+def _read_files(config: Config) -> _ServerFiles:
+    if config.model_config_file:
+        models = _read_model_config(config.model_config_file)
+    else:
+        models = [tfs_config.ServedModel(config.model_name, config.model_base_path or "")]
+    batching = None
+    if config.enable_batching:
+        batching = _read_optional(
+            config.batching_parameters_file,
+            tfs_config.parse_batching_parameters,
+            tfs_config.batching_profile("cpu", os.cpu_count() or 1),
+        )
+    metrics_path = _read_optional(
+        config.monitoring_config_file, tfs_config.parse_monitoring_config, tfs_config.METRICS_PATH
+    )
+    return _ServerFiles(models, batching, metrics_path)
+
+
+def _load_models(config: Config, models: list[tfs_config.ServedModel]) -> ModelManager:
     from workloads.serving.dev import savedmodel
     from workloads.serving.dev.model_store import ModelManager
-    from workloads.serving.dev.server import DevServer
-
-    try:
-        if config.model_config_file:
-            models = _read_model_config(config.model_config_file)
-        else:
-            models = [tfs_config.ServedModel(config.model_name, config.model_base_path or "")]
-        batching = None
-        if config.enable_batching:
-            batching = _read_optional(
-                config.batching_parameters_file,
-                tfs_config.parse_batching_parameters,
-                tfs_config.batching_profile("cpu", os.cpu_count() or 1),
-            )
-        metrics_path = _read_optional(
-            config.monitoring_config_file, tfs_config.parse_monitoring_config, tfs_config.METRICS_PATH
-        )
-    except tfs_config.TfsConfigError as error:
-        log.error("%s", error)
-        return 2
 
     manager = ModelManager(
         models,
@@ -141,22 +153,42 @@ def run(config: Config) -> int:
                 name,
                 extra=logs.fields(model=name),
             )
+    return manager
 
-    def reload_config():
+
+def _config_reloader(config: Config) -> Callable[[], list[tfs_config.ServedModel] | None] | None:
+    """Re-reads --model-config-file when polled; a bad new file keeps the current config."""
+    if not config.model_config_file:
+        return None
+
+    def reload_config() -> list[tfs_config.ServedModel] | None:
         try:
             return _read_model_config(config.model_config_file or "")
         except tfs_config.TfsConfigError as error:
             log.error("keeping the current model config: %s", error)
             return None
 
+    return reload_config
+
+
+def run(config: Config) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from workloads.serving.dev.server import DevServer
+
+    try:
+        files = _read_files(config)
+    except tfs_config.TfsConfigError as error:
+        log.error("%s", error)
+        return 2
+    manager = _load_models(config, files.models)
     try:
         server = DevServer(
             manager,
             host=config.host,
             rest_port=config.port,
             grpc_port=config.grpc_port,
-            batching=batching,
-            metrics_path=metrics_path,
+            batching=files.batching,
+            metrics_path=files.metrics_path,
             max_request_bytes=config.max_request_bytes,
         )
     except OSError as error:
@@ -169,9 +201,20 @@ def run(config: Config) -> int:
     server.start()
     manager.start(
         config.file_system_poll_wait_seconds,
-        reload_config if config.model_config_file else None,
+        _config_reloader(config),
         config.model_config_file_poll_wait_seconds,
     )
+    _announce(config, server, files, manager)
+    while not stop.wait(0.5):
+        pass
+    log.info("shutting down")
+    server.stop()
+    manager.stop()
+    return 0
+
+
+def _announce(config: Config, server: DevServer, files: _ServerFiles, manager: ModelManager) -> None:
+    """Writes --ready-file and logs where the server listens."""
     ports = {"rest_port": server.rest_port, "grpc_port": server.grpc_port, "pid": os.getpid()}
     if config.ready_file:
         atomic_write_text(config.ready_file, json.dumps(ports))
@@ -180,12 +223,6 @@ def run(config: Config) -> int:
         config.host,
         server.rest_port,
         f"{config.host}:{server.grpc_port}" if server.grpc_port else "off",
-        "on" if batching else "off",
+        "on" if files.batching else "off",
         extra=logs.fields(**ports, models=manager.availability()),
     )
-    while not stop.wait(0.5):
-        pass
-    log.info("shutting down")
-    server.stop()
-    manager.stop()
-    return 0

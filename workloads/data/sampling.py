@@ -30,6 +30,17 @@ from workloads.data.shards import ShardSet
 DEFAULT_SHUFFLE_WINDOW = 1 << 18  # records: 200 MB of 28x28 images
 
 
+def uneven_split(global_batch_size: int, parts: int, what: str = "workers") -> str | None:
+    """Why ``global_batch_size`` cannot be shared equally by ``parts`` replicas, or None when it can.
+
+    Data-parallel training gives every replica the same share of each global batch, so the batch must
+    be a multiple of the replicas; ``what`` names them in the message (workers, devices, a flag).
+    """
+    if global_batch_size % parts == 0:
+        return None
+    return f"the global batch size {global_batch_size} must be a multiple of the {parts} {what}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Batch:
     """``images`` uint8 ``[b, rows, cols]``, ``labels`` uint8 ``[b]``, and where they are in the run."""
@@ -63,10 +74,8 @@ class WorkerBatches:
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside a world of {world_size} workers")
-        if global_batch_size % world_size:
-            raise ValueError(
-                f"the global batch size {global_batch_size} must be a multiple of the {world_size} workers"
-            )
+        if problem := uneven_split(global_batch_size, world_size):
+            raise ValueError(problem)
         self.data = data
         self.global_batch_size = global_batch_size
         self.rank = rank

@@ -8,7 +8,7 @@ from typing import Literal
 
 from workloads import models
 from workloads.core.settings import CommandConfig, ConfigError, at_most, non_negative, option, positive
-from workloads.data.sampling import DEFAULT_SHUFFLE_WINDOW
+from workloads.data.sampling import DEFAULT_SHUFFLE_WINDOW, uneven_split
 from workloads.data.shards import DEFAULT_CACHE_DIR
 
 
@@ -108,11 +108,9 @@ class TrainConfig(CommandConfig):
             raise ConfigError(
                 "--min-workers", f"{self.min_workers} is more than --local-workers {self.local_workers}"
             )
-        if self.strategy != "parameter-server" and self.batch_size % self.local_workers:
-            raise ConfigError(
-                "--batch-size",
-                f"{self.batch_size} must be a multiple of --local-workers {self.local_workers}",
-            )
+        problem = uneven_split(self.batch_size, self.local_workers, "workers (--local-workers)")
+        if self.strategy != "parameter-server" and problem:
+            raise ConfigError("--batch-size", problem)
 
     @property
     def effective_run_name(self) -> str:

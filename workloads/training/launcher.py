@@ -42,14 +42,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Literal
 
-import workloads
-from workloads.core import logs
+from workloads.core import children, logs
 from workloads.core.errors import WorkloadError, is_retryable_exit
 from workloads.training import cluster
 
 log = logging.getLogger(__name__)
 
-PACKAGE_ROOT = pathlib.Path(workloads.__file__).resolve().parent.parent
 # Set per worker by the launcher; never inherited from the launching process.
 CLUSTER_VARIABLES = (
     "TF_CONFIG",
@@ -298,7 +296,6 @@ class LocalJob:
     def _start(self) -> None:
         plan = self.launch_plan()
         self.lost = set()
-        python_path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         self.workers, self._pumps = [], []
         for index, (argv, extra) in enumerate(plan):
             inherited = {k: v for k, v in self.base_env.items() if k not in CLUSTER_VARIABLES}
@@ -308,7 +305,7 @@ class LocalJob:
                 "PYTHONUNBUFFERED": "1",
                 **self.env,
                 **extra,
-                "PYTHONPATH": python_path,
+                "PYTHONPATH": children.python_path(),
             }
             process = subprocess.Popen(
                 argv,

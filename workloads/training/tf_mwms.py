@@ -28,7 +28,7 @@ import numpy as np
 from workloads import models
 from workloads.core import logs, progress, storage
 from workloads.core.errors import CheckpointError, ClusterConfigError
-from workloads.data.sampling import WorkerBatches
+from workloads.data.sampling import WorkerBatches, uneven_split
 from workloads.training import cluster, runs, tf_runtime
 from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
@@ -52,10 +52,8 @@ def train(config: TrainConfig) -> int:
     if info.task_type == "evaluator":
         log.info("evaluator task: nothing to do (model selection evaluates on the held-out split)")
         return 0
-    if config.batch_size % info.world_size:
-        raise ClusterConfigError(
-            f"--batch-size {config.batch_size} must be a multiple of the {info.world_size} training replicas"
-        )
+    if problem := uneven_split(config.batch_size, info.world_size, "training replicas"):
+        raise ClusterConfigError(f"--batch-size: {problem}")
     return runs.run_with_metrics(
         config, FRAMEWORK, info.rank, lambda metrics: _Trainer(config, info, metrics)
     )
@@ -85,11 +83,9 @@ class _Trainer:
                 "each worker must have the same number of devices"
             )
         replicas_per_worker = strategy.num_replicas_in_sync // self.info.world_size
-        if config.batch_size % strategy.num_replicas_in_sync:
-            raise ClusterConfigError(
-                f"--batch-size {config.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} "
-                "replicas (devices across all workers)"
-            )
+        replicas = strategy.num_replicas_in_sync
+        if problem := uneven_split(config.batch_size, replicas, "replicas (devices across all workers)"):
+            raise ClusterConfigError(f"--batch-size: {problem}")
         batches = WorkerBatches(
             data,
             global_batch_size=config.batch_size,

@@ -51,7 +51,7 @@ import numpy as np
 from workloads import models
 from workloads.core import logs, progress, storage
 from workloads.core.errors import CheckpointError, ClusterConfigError, WorkloadError
-from workloads.data.sampling import WorkerBatches
+from workloads.data.sampling import WorkerBatches, uneven_split
 from workloads.training import cluster, runs, torch_runtime
 from workloads.training.checkpoints import CheckpointState, CheckpointStore
 from workloads.training.config import TrainConfig
@@ -87,10 +87,8 @@ def train(config: TrainConfig) -> int:
             "TF_CONFIG is set, but PyTorch DDP takes its place in the job from RANK, WORLD_SIZE, "
             "MASTER_ADDR and MASTER_PORT (torchrun or a PyTorchJob); unset TF_CONFIG or use --framework tensorflow"
         )
-    if config.batch_size % info.world_size:
-        raise ClusterConfigError(
-            f"--batch-size {config.batch_size} must be a multiple of WORLD_SIZE {info.world_size}"
-        )
+    if problem := uneven_split(config.batch_size, info.world_size, "workers (WORLD_SIZE)"):
+        raise ClusterConfigError(f"--batch-size: {problem}")
     return runs.run_with_metrics(
         config, FRAMEWORK, info.rank, lambda metrics: _Trainer(config, info, metrics)
     )

@@ -22,9 +22,13 @@ import logging
 import pathlib
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
+from workloads import models
 from workloads.core import fsutil, logs
 from workloads.core.errors import WorkloadError
+from workloads.core.settings import ConfigError
+from workloads.data.sampling import uneven_split
 from workloads.training import trained_model
 from workloads.training.config import TrainConfig
 from workloads.training.local_job import launch_local
@@ -52,18 +56,44 @@ class TrialResult:
     error: str | None = None
 
 
-def grid(models: Sequence[str], learning_rates: Sequence[float], batch_sizes: Sequence[int]) -> list[Trial]:
-    """Every combination, in a stable order; duplicates removed."""
-    seen = dict.fromkeys(
-        Trial(m, lr, b) for m, lr, b in itertools.product(models, learning_rates, batch_sizes)
-    )
-    return list(seen)
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The points of a search, model variant x learning rate x global batch size; the defaults are the
+    grid of ``search`` and ``pipeline`` alike."""
+
+    models: tuple[str, ...] = tuple(models.MODELS)
+    learning_rates: tuple[float, ...] = (0.001, 0.003)
+    batch_sizes: tuple[int, ...] = (64,)
+
+    def trials(self) -> list[Trial]:
+        """Every combination, in a stable order; duplicates removed."""
+        points = itertools.product(self.models, self.learning_rates, self.batch_sizes)
+        return list(dict.fromkeys(Trial(m, lr, b) for m, lr, b in points))
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSettings:
+    """One search: where its data and trials are, the grid, and how every trial runs. The defaults
+    here are the defaults of ``search`` and ``pipeline`` alike."""
+
     data: str
     workdir: pathlib.Path
+    grid: Grid = Grid()
+    epochs: int = 2
+    seed: int = 0
+    workers_per_trial: int = 2
+    checkpoint_every: int = 50
+    max_restarts: int = 3
+    trial_timeout: float = 1800.0
+    collective_timeout: float = TrainConfig.collective_timeout
+
+
+class GridOptions(Protocol):
+    """What a command that runs a search reads from its flags (``search``, ``pipeline``)."""
+
+    models: tuple[str, ...]
+    learning_rates: tuple[float, ...]
+    batch_sizes: tuple[int, ...]
     epochs: int
     seed: int
     workers_per_trial: int
@@ -71,6 +101,44 @@ class SearchSettings:
     max_restarts: int
     trial_timeout: float
     collective_timeout: float
+
+
+def check_options(options: GridOptions) -> None:
+    """The rules of a grid before anything runs; raises :class:`ConfigError` naming the flag."""
+    for flag, values in (
+        ("--models", options.models),
+        ("--learning-rates", options.learning_rates),
+        ("--batch-sizes", options.batch_sizes),
+    ):
+        if not values:
+            raise ConfigError(flag, "must list at least one value")
+    if any(lr <= 0 for lr in options.learning_rates):
+        raise ConfigError(
+            "--learning-rates", f"must all be greater than 0, got {list(options.learning_rates)}"
+        )
+    for batch_size in options.batch_sizes:
+        if batch_size <= 0:
+            raise ConfigError("--batch-sizes", f"must all be greater than 0, got {list(options.batch_sizes)}")
+        workers = options.workers_per_trial
+        if problem := uneven_split(batch_size, workers, "workers per trial (--workers-per-trial)"):
+            raise ConfigError("--batch-sizes", problem)
+
+
+def search_settings(options: GridOptions, data: str, workdir: pathlib.Path) -> SearchSettings:
+    """The search that ``options`` describe, over ``data``, with its trials under ``workdir``."""
+    check_options(options)
+    return SearchSettings(
+        data=data,
+        workdir=workdir,
+        grid=Grid(options.models, options.learning_rates, options.batch_sizes),
+        epochs=options.epochs,
+        seed=options.seed,
+        workers_per_trial=options.workers_per_trial,
+        checkpoint_every=options.checkpoint_every,
+        max_restarts=options.max_restarts,
+        trial_timeout=options.trial_timeout,
+        collective_timeout=options.collective_timeout,
+    )
 
 
 def trial_config(settings: SearchSettings, trial: Trial) -> TrainConfig:
@@ -114,8 +182,10 @@ def _memoised(config: TrainConfig) -> bool:
     )
 
 
-def run_search(settings: SearchSettings, trials: Sequence[Trial]) -> list[TrialResult]:
-    """Runs the trials one after another (each already uses the machine's cores) and records them."""
+def run_search(settings: SearchSettings) -> list[TrialResult]:
+    """Runs the grid's trials one after another (each already uses the machine's cores) and records them."""
+    trials = settings.grid.trials()
+    log.info("grid of %d trials", len(trials), extra=logs.fields(trials=[t.name for t in trials]))
     results: list[TrialResult] = []
     for number, trial in enumerate(trials, 1):
         config = trial_config(settings, trial)

@@ -34,6 +34,23 @@ class ServeReport:
     report_path: pathlib.Path
     plots: list[pathlib.Path]
 
+    def artifacts(self) -> dict[str, str]:
+        return {
+            "serve-dev answers and load test (serving.json)": str(self.report_path),
+            "load test plots": str(self.plots[0].parent),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answers:
+    """What the server answered: classes over REST (pixels) and gRPC (PNG bytes), and a load test."""
+
+    version: int
+    over_rest: np.ndarray
+    over_grpc: np.ndarray
+    grpc_versions: list[int]
+    load: loadtest.LoadResult
+
 
 def serve_and_query(
     model_base_path: str,
@@ -50,44 +67,23 @@ def serve_and_query(
         workdir, "--model-base-path", base, "--model-name", model_name, "--enable-batching"
     )
     try:
-        retry = RetryPolicy(attempts=3)
-        with (
-            make_client(server.rest_url, model_name, retry=retry) as rest,
-            make_client(server.grpc_url, model_name, retry=retry) as grpc,
-        ):
-            version = rest.latest_available_version()
-            over_rest = np.concatenate(
-                [
-                    rest.predict_images(images[i : i + CHUNK], version=version).class_ids
-                    for i in range(0, len(images), CHUNK)
-                ]
-            )
-            encoded = [payloads.encode_image(image) for image in images]
-            grpc_answers = [
-                grpc.predict_image_bytes(encoded[i : i + CHUNK]) for i in range(0, len(encoded), CHUNK)
-            ]
-            over_grpc = np.concatenate([a.class_ids for a in grpc_answers])
-            grpc_versions = sorted({a.model_version for a in grpc_answers})
-            sample = images[:1]
-            result = loadtest.run_load(
-                rest,
-                lambda client: client.predict_images(sample),
-                loadtest.LoadSpec("closed", 8, duration_s=load_seconds),
-            )
-        load = loadtest.report(result, target=server.rest_url, signature="serving_default", batch_size=1)
-        plots = loadtest.plot(result, workdir / "loadtest", "serve-dev, closed loop, 8 clients")
+        answers = _ask(server.rest_url, server.grpc_url, model_name, images, load_seconds)
+        load = loadtest.report(
+            answers.load, target=server.rest_url, signature="serving_default", batch_size=1
+        )
+        plots = loadtest.plot(answers.load, workdir / "loadtest", "serve-dev, closed loop, 8 clients")
     finally:
         code = server.terminate()
     if code != 0:
         raise WorkloadError(f"serve-dev exited with {code} on SIGTERM; see {server.log_path}")
     summary = {
         "model_name": model_name,
-        "model_version": version,
+        "model_version": answers.version,
         "images": len(images),
-        "accuracy_rest_pixels": round(float(np.mean(over_rest == labels)), 4),
-        "accuracy_grpc_png": round(float(np.mean(over_grpc == labels)), 4),
-        "rest_grpc_agreement": round(float(np.mean(over_rest == over_grpc)), 4),
-        "grpc_reported_versions": grpc_versions,
+        "accuracy_rest_pixels": round(float(np.mean(answers.over_rest == labels)), 4),
+        "accuracy_grpc_png": round(float(np.mean(answers.over_grpc == labels)), 4),
+        "rest_grpc_agreement": round(float(np.mean(answers.over_rest == answers.over_grpc)), 4),
+        "grpc_reported_versions": answers.grpc_versions,
         "loadtest": load,
         "repeat_by_hand": [
             f"python -m workloads serve-dev --model-base-path {base} --model-name {model_name}",
@@ -101,6 +97,34 @@ def serve_and_query(
     return ServeReport(summary, path, plots)
 
 
+def _ask(rest_url: str, grpc_url: str, model_name: str, images: np.ndarray, load_seconds: float) -> _Answers:
+    retry = RetryPolicy(attempts=3)
+    with (
+        make_client(rest_url, model_name, retry=retry) as rest,
+        make_client(grpc_url, model_name, retry=retry) as grpc,
+    ):
+        version = rest.latest_available_version()
+        chunks = range(0, len(images), CHUNK)
+        over_rest = np.concatenate(
+            [rest.predict_images(images[i : i + CHUNK], version=version).class_ids for i in chunks]
+        )
+        encoded = [payloads.encode_image(image) for image in images]
+        grpc_answers = [grpc.predict_image_bytes(encoded[i : i + CHUNK]) for i in chunks]
+        sample = images[:1]
+        load = loadtest.run_load(
+            rest,
+            lambda client: client.predict_images(sample),
+            loadtest.LoadSpec("closed", 8, duration_s=load_seconds),
+        )
+    return _Answers(
+        version,
+        over_rest,
+        np.concatenate([a.class_ids for a in grpc_answers]),
+        sorted({a.model_version for a in grpc_answers}),
+        load,
+    )
+
+
 def describe(report: ServeReport) -> str:
     s, load = report.summary, report.summary["loadtest"]
     latency = load["latency_ms"] or {}
@@ -112,20 +136,20 @@ def describe(report: ServeReport) -> str:
     )
 
 
-def stage_serve(run: Any) -> None:
+def serve_promoted(
+    model_base_path: str, model_name: str, test_url: str, workdir: pathlib.Path
+) -> ServeReport:
     """The pipeline's last stage: the promoted model through serve-dev, asked over REST and gRPC."""
     from workloads.data.shards import ShardCache, ShardSet
 
-    images, labels = ShardSet.open(run.values["test"], cache=ShardCache()).read_all()
+    images, labels = ShardSet.open(test_url, cache=ShardCache()).read_all()
     count = min(len(images), DEMO_IMAGES)
     report = serve_and_query(
-        run.values["model_base_path"],
-        run.config.model_name,
+        model_base_path,
+        model_name,
         np.asarray(images[:count]),
         np.asarray(labels[:count]),
-        run.workdir / "serving" / "serve-dev",
+        workdir / "serving" / "serve-dev",
     )
     print(describe(report), flush=True)
-    run.values["serving"] = report.summary
-    run.artifacts["serve-dev answers and load test (serving.json)"] = str(report.report_path)
-    run.artifacts["load test plots"] = str(report.plots[0].parent)
+    return report

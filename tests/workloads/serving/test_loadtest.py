@@ -104,24 +104,17 @@ def test_open_loop_latency_counts_from_the_scheduled_arrival():
 
 
 def test_the_pipeline_ends_by_serving_the_promoted_model_over_both_protocols(model_base, tmp_path, capsys):
-    from types import SimpleNamespace
-
     from workloads.data import datasets
     from workloads.workflow import pipeline
-    from workloads.workflow.serving_check import stage_serve
+    from workloads.workflow.serving_check import serve_promoted
 
-    assert pipeline.STAGES[-1].run is stage_serve, "make demo must end by serving the model"
+    assert list(pipeline.STAGES)[-1] == "serve", "make demo must end by serving the model"
     datasets.ingest_synthetic(
         str(tmp_path / "data"), train_records=32, test_records=40, seed=0, shard_size=16
     )
-    run = pipeline.PipelineRun(
-        config=SimpleNamespace(model_name=MODEL),
-        workdir=tmp_path,
-        values={"test": str(tmp_path / "data" / "test"), "model_base_path": str(model_base.parent)},
-    )
-    stage_serve(run)
+    report = serve_promoted(str(model_base.parent), MODEL, str(tmp_path / "data" / "test"), tmp_path)
     summary = json.loads((tmp_path / "serving" / "serve-dev" / "serving.json").read_text())
-    assert summary == run.values["serving"]
+    assert summary == report.summary
     assert (
         summary["images"] == 40 and summary["model_version"] == 2 and summary["grpc_reported_versions"] == [2]
     )
@@ -129,5 +122,5 @@ def test_the_pipeline_ends_by_serving_the_promoted_model_over_both_protocols(mod
         "pixels over REST and PNG over gRPC must give the same classes"
     )
     assert summary["loadtest"]["succeeded"] > 0 and summary["loadtest"]["errors"] == {}
-    assert all(pathlib.Path(p).exists() for p in run.artifacts.values())
+    assert all(pathlib.Path(p).exists() for p in report.artifacts().values())
     assert "served fashion_mnist version 2" in capsys.readouterr().out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -13,20 +12,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-import workloads
+from workloads.core.children import PACKAGE_ROOT, child_env
 from workloads.core.errors import WorkloadError
-
-PACKAGE_ROOT = pathlib.Path(workloads.__file__).resolve().parents[1]
-
-
-def child_env() -> dict[str, str]:
-    """This process's environment, with this ``workloads`` tree first on the child's import path."""
-    path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {
-        **os.environ,
-        "PYTHONPATH": path,
-        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-    }
 
 
 @dataclasses.dataclass
