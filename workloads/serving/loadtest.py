@@ -188,10 +188,22 @@ def plot(result: LoadResult, out_dir: pathlib.Path, title: str) -> list[pathlib.
     out_dir.mkdir(parents=True, exist_ok=True)
     good = [s for s in result.samples if s.error is None]
     bad = [s for s in result.samples if s.error is not None]
-    latencies = np.array([s.latency_s * 1000 for s in good])
     paths = [out_dir / "latency_histogram.png", out_dir / "latency_over_time.png"]
+    for path, draw in zip(paths, (_draw_histogram, _draw_over_time), strict=True):
+        figure, axis = plt.subplots(figsize=(8, 4.5))
+        draw(axis, good, bad, title)
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+    return paths
 
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+
+def _latencies_ms(samples: list[Sample]) -> np.ndarray:
+    return np.array([s.latency_s * 1000 for s in samples])
+
+
+def _draw_histogram(axis: Any, good: list[Sample], _bad: list[Sample], title: str) -> None:
+    latencies = _latencies_ms(good)
     if latencies.size:
         axis.hist(latencies, bins=min(60, max(10, latencies.size // 20)), color="#4c72b0")
         for quantile, style in ((50, "-"), (95, "--"), (99, ":")):
@@ -201,13 +213,11 @@ def plot(result: LoadResult, out_dir: pathlib.Path, title: str) -> list[pathlib.
     axis.set_xlabel("latency (ms)")
     axis.set_ylabel("requests")
     axis.set_title(f"{title}: latency of {latencies.size} successful requests")
-    figure.tight_layout()
-    figure.savefig(paths[0], dpi=100)
-    plt.close(figure)
 
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+
+def _draw_over_time(axis: Any, good: list[Sample], bad: list[Sample], title: str) -> None:
     if good:
-        axis.scatter([s.sent_s for s in good], latencies, s=4, alpha=0.5, label="success")
+        axis.scatter([s.sent_s for s in good], _latencies_ms(good), s=4, alpha=0.5, label="success")
         windows = _windowed_percentiles(good)
         if windows:
             times, p50, p99 = zip(*windows, strict=True)
@@ -216,7 +226,7 @@ def plot(result: LoadResult, out_dir: pathlib.Path, title: str) -> list[pathlib.
     if bad:
         axis.scatter(
             [s.sent_s for s in bad],
-            [s.latency_s * 1000 for s in bad],
+            _latencies_ms(bad),
             s=10,
             marker="x",
             color="red",
@@ -227,10 +237,6 @@ def plot(result: LoadResult, out_dir: pathlib.Path, title: str) -> list[pathlib.
     axis.set_title(f"{title}: latency over time")
     if good or bad:
         axis.legend()
-    figure.tight_layout()
-    figure.savefig(paths[1], dpi=100)
-    plt.close(figure)
-    return paths
 
 
 def _windowed_percentiles(samples: list[Sample]) -> list[tuple[float, float, float]]:

@@ -426,19 +426,16 @@ def _abort(context, status: ServingStatus):
 
 def _grpc_services(app: DevServer) -> tuple[Any, Any]:
     """TF Serving's ``PredictionService`` (Classify/Regress/MultiInference: UNIMPLEMENTED) and ``ModelService``."""
-    from google.protobuf import text_format
-    from tensorflow_serving.apis import (
-        get_model_metadata_pb2,
-        get_model_status_pb2,
-        model_management_pb2,
-        model_service_pb2_grpc,
-        prediction_service_pb2_grpc,
-    )
+    return _prediction_service(app), _model_service(app)
 
-    from workloads.serving import tfs_config
 
-    def route(spec) -> tuple[int | None, str | None]:
-        return (spec.version.value if spec.HasField("version") else None), (spec.version_label or None)
+def _route(spec) -> tuple[int | None, str | None]:
+    """The version and label a ``ModelSpec`` asks for (None: not asked)."""
+    return (spec.version.value if spec.HasField("version") else None), (spec.version_label or None)
+
+
+def _prediction_service(app: DevServer) -> Any:
+    from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
@@ -452,7 +449,7 @@ def _grpc_services(app: DevServer) -> tuple[Any, Any]:
                 fields = set(request.metadata_field)
                 if fields != {"signature_def"}:
                     raise invalid_argument(f"metadata_field must be ['signature_def'], got {sorted(fields)}")
-                model = app.manager.resolve(request.model_spec.name, *route(request.model_spec))
+                model = app.manager.resolve(request.model_spec.name, *_route(request.model_spec))
             except ServingStatus as status:
                 _abort(context, status)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -461,10 +458,19 @@ def _grpc_services(app: DevServer) -> tuple[Any, Any]:
             response.metadata["signature_def"].Pack(signature_def_map(model))
             return response
 
+    return PredictionService()
+
+
+def _model_service(app: DevServer) -> Any:
+    from google.protobuf import text_format
+    from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
+
+    from workloads.serving import tfs_config
+
     class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         def GetModelStatus(self, request, context):
             try:
-                statuses = app.manager.status(request.model_spec.name, *route(request.model_spec))
+                statuses = app.manager.status(request.model_spec.name, *_route(request.model_spec))
             except ServingStatus as status:
                 _abort(context, status)
             response = get_model_status_pb2.GetModelStatusResponse()
@@ -483,4 +489,4 @@ def _grpc_services(app: DevServer) -> tuple[Any, Any]:
             app.manager.set_config(configs)
             return model_management_pb2.ReloadConfigResponse()
 
-    return PredictionService(), ModelService()
+    return ModelService()
