@@ -1,7 +1,8 @@
 """mlstack: GPU nodes, their host configuration through Ansible, and the ML platform on k3s.
 
-This file only wires the components together from the stack configuration (infra/config.py), which is
-validated before any resource is declared. docs/infra.md is the user guide.
+This file only wires the components together from the stack configuration (infra/config/), which is
+validated before any resource is declared; each component gets the settings it reads. docs/infra.md is
+the user guide.
 """
 
 import pathlib
@@ -32,16 +33,36 @@ from infra.paths import project_path
 from infra.specs import namespaces
 
 config, secrets = stack_config.load()
-ansible_project(config)  # fail on a missing playbook before declaring anything
+ansible_dir = ansible_project(config.ansible_dir)  # fail on a missing playbook before declaring anything
 
-if config.node_provider == "aws":
-    aws_nodes = AwsNodes("nodes", config)
+if config.aws is not None:
+    aws_nodes = AwsNodes(
+        "nodes",
+        config.aws,
+        pools=config.node_pools,
+        admin_cidrs=config.admin_cidrs,
+        tls_sans=config.k3s_tls_sans,
+    )
     node_set = aws_nodes.node_set
     pulumi.export("sshPrivateKey", aws_nodes.ssh_private_key)
 else:
-    node_set = ExistingNodes("nodes", config, secrets.ssh_private_key).node_set
+    node_set = ExistingNodes(
+        "nodes",
+        config.hosts,
+        node_cidr=config.node_cidr,
+        api_endpoint=config.api_endpoint,
+        tls_sans=config.k3s_tls_sans,
+        ssh_private_key=secrets.ssh_private_key,
+    ).node_set
 
-hosts = HostConfiguration("hosts", config, node_set, secrets.k3s_token)
+hosts = HostConfiguration(
+    "hosts",
+    ansible_dir,
+    node_set,
+    k3s_version=config.kubernetes_version,
+    nvidia_driver_branch=config.nvidia_driver_branch,
+    k3s_token=secrets.k3s_token,
+)
 cluster = k8s.Provider("k3s", kubeconfig=hosts.kubeconfig, enable_server_side_apply=True)
 on_cluster = pulumi.ResourceOptions(provider=cluster)
 
@@ -49,26 +70,49 @@ uses_keda = config.serving.autoscaling.mode != "cpu"
 platform_namespaces = [namespaces.TRAINING, namespaces.SERVING, namespaces.DATA, namespaces.MONITORING]
 platform_namespaces += [namespaces.GPU] if config.has_gpus else []
 platform_namespaces += [namespaces.KEDA] if uses_keda else []
-spaces = Namespaces("namespaces", config, platform_namespaces, opts=on_cluster)
+spaces = Namespaces(
+    "namespaces", platform_namespaces, kubernetes_minor=config.kubernetes_minor, opts=on_cluster
+)
 after_namespaces = pulumi.ResourceOptions(provider=cluster, depends_on=[spaces])
 
-monitoring = Monitoring("monitoring", config, opts=after_namespaces)
+monitoring = Monitoring(
+    "monitoring", node_cidr=config.node_cidr, charts_dir=config.charts_dir, opts=after_namespaces
+)
 Dashboards(
     "dashboards", project_path(config.dashboards_dir), crds=[monitoring.release], opts=after_namespaces
 )
 if config.has_gpus:
-    GpuOperator("gpu", config, crds=[monitoring.release], opts=after_namespaces)
-operator = TrainingOperator("training-operator", config, opts=on_cluster)
-autoscalers = [Keda("keda", config, opts=after_namespaces).release] if uses_keda else []
-TfServing("serving", config, crds=[monitoring.release, *autoscalers], opts=after_namespaces)
-TrainingJobs("training", config, crds=[monitoring.release, operator.manifests], opts=after_namespaces)
+    GpuOperator("gpu", config.gpu_sharing, crds=[monitoring.release], opts=after_namespaces)
+operator = TrainingOperator("training-operator", config.training_operator_manifests, opts=on_cluster)
+autoscalers = []
+if uses_keda:
+    keda = Keda("keda", node_cidr=config.node_cidr, charts_dir=config.charts_dir, opts=after_namespaces)
+    autoscalers.append(keda.release)
+TfServing(
+    "serving",
+    config.serving,
+    node_cidr=config.node_cidr,
+    crds=[monitoring.release, *autoscalers],
+    opts=after_namespaces,
+)
+TrainingJobs(
+    "training",
+    config.training_jobs,
+    submitters=config.training_submitters,
+    images=config.images,
+    node_cidr=config.node_cidr,
+    crds=[monitoring.release, operator.manifests],
+    opts=after_namespaces,
+)
 DataServices(
     "data",
-    config,
     {
         group: [n.internal_address for n in node_set.in_group(group)]
         for group in ("hdfs_namenodes", "kafka_brokers")
     },
+    config.streaming,
+    images=config.images,
+    node_cidr=config.node_cidr,
     crds=[monitoring.release],
     opts=after_namespaces,
 )

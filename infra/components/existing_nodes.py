@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 
 from infra.components.nodes import Node, NodeSet
-from infra.config import StackConfig
+from infra.config import ExistingHost
 
 
 class ExistingNodes(pulumi.ComponentResource):
@@ -16,10 +18,14 @@ class ExistingNodes(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        config: StackConfig,
+        hosts: Sequence[ExistingHost],
+        node_cidr: str,
+        api_endpoint: str,
+        tls_sans: Sequence[str],
         ssh_private_key: pulumi.Output[str] | None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``api_endpoint``: the API address ("" = the first k3s server); ``tls_sans``: extra certificate names."""
         super().__init__("mlstack:nodes:ExistingNodes", name, None, opts)
         nodes = [
             Node(
@@ -31,16 +37,16 @@ class ExistingNodes(pulumi.ComponentResource):
                 hdfs_data_dirs=host.hdfs_data_dirs,
                 kafka_log_dirs=host.kafka_log_dirs,
             )
-            for host in config.hosts
+            for host in hosts
         ]
         first_server = next(n for n in nodes if "k3s_servers" in n.groups)
-        endpoint = config.api_endpoint or str(first_server.internal_address)
+        endpoint = api_endpoint or str(first_server.internal_address)
         self.node_set = NodeSet(
             nodes=nodes,
-            node_cidr=config.node_cidr,
+            node_cidr=node_cidr,
             api_endpoint=endpoint,
-            public_api_endpoint=config.api_endpoint or str(first_server.ssh_address),
-            tls_sans=[*config.k3s_tls_sans, endpoint, str(first_server.ssh_address)],
+            public_api_endpoint=api_endpoint or str(first_server.ssh_address),
+            tls_sans=[*tls_sans, endpoint, str(first_server.ssh_address)],
             ssh_private_key=ssh_private_key,
             wait_for_cloud_init=False,
         )

@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from infra.components.kube import declare, is_typed
-from infra.config import StackConfig
+from infra.config import GpuSharing, Images, RbacSubject, Serving, Streaming, TrainingJob
 from infra.paths import project_path
 from infra.specs import data, gpu, monitoring, namespaces, ports, serving, streaming, training, versions
 
@@ -52,11 +52,15 @@ class Namespaces(_Platform):
     """The platform's namespaces: Pod Security labels, default-deny NetworkPolicies, DNS and scrapes."""
 
     def __init__(
-        self, name: str, config: StackConfig, names: Sequence[str], opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        names: Sequence[str],
+        kubernetes_minor: str,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:namespaces:Namespaces", name, opts)
         plans = [namespaces.PLANS[n] for n in names]
-        created = self._declare(namespaces.namespace(p, config.kubernetes_minor) for p in plans)
+        created = self._declare(namespaces.namespace(p, kubernetes_minor) for p in plans)
         self._declare(
             (policy for p in plans for policy in namespaces.baseline_policies(p)), depends_on=created
         )
@@ -69,7 +73,9 @@ class Monitoring(_Platform):
     release: k8s.helm.v3.Release
     grafana_admin_password: pulumi.Output[str]
 
-    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, node_cidr: str, charts_dir: str, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlstack:monitoring:Monitoring", name, opts)
         password = random.RandomPassword(
             f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
@@ -86,7 +92,7 @@ class Monitoring(_Platform):
                 }
             ]
         )
-        peers = [namespaces.cidr_peer(config.node_cidr)]
+        peers = [namespaces.cidr_peer(node_cidr)]
         self._declare(
             [
                 # Prometheus scrapes every namespace and node; the operator and Grafana's sidecar call the API.
@@ -112,7 +118,7 @@ class Monitoring(_Platform):
             versions.KUBE_PROMETHEUS_STACK,
             namespaces.MONITORING,
             monitoring.kube_prometheus_stack_values(),
-            config.charts_dir,
+            charts_dir,
             pulumi.ResourceOptions(parent=self, depends_on=secret),
             release_name=monitoring.RELEASE,
         )
@@ -147,12 +153,11 @@ class GpuOperator(_Platform):
     def __init__(
         self,
         name: str,
-        config: StackConfig,
+        sharing: GpuSharing,
         crds: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:gpu:GpuOperator", name, opts)
-        sharing = config.gpu_sharing
         runtime = [
             declare(
                 name,
@@ -185,13 +190,10 @@ class TrainingOperator(_Platform):
 
     manifests: pulumi.Resource
 
-    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, manifests: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        """``manifests``: a kustomize directory to install from (air-gapped), or "" for the pinned upstream."""
         super().__init__("mlstack:training:TrainingOperator", name, opts)
-        source = (
-            str(project_path(config.training_operator_manifests))
-            if config.training_operator_manifests
-            else versions.TRAINING_OPERATOR_MANIFESTS
-        )
+        source = str(project_path(manifests)) if manifests else versions.TRAINING_OPERATOR_MANIFESTS
         self.manifests = k8s.kustomize.v2.Directory(
             f"{name}-manifests", directory=source, opts=pulumi.ResourceOptions(parent=self)
         )
@@ -203,9 +205,11 @@ class Keda(_Platform):
 
     release: k8s.helm.v3.Release
 
-    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, node_cidr: str, charts_dir: str, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlstack:autoscaling:Keda", name, opts)
-        nodes = [namespaces.cidr_peer(config.node_cidr)]
+        nodes = [namespaces.cidr_peer(node_cidr)]
         self._declare(
             [
                 namespaces.policy(
@@ -243,7 +247,7 @@ class Keda(_Platform):
             versions.KEDA,
             namespaces.KEDA,
             values,
-            config.charts_dir,
+            charts_dir,
             pulumi.ResourceOptions(parent=self, depends_on=self._waits),
         )
         self.register_outputs({"release": self.release.name})
@@ -255,12 +259,13 @@ class TfServing(_Platform):
     def __init__(
         self,
         name: str,
-        config: StackConfig,
+        settings: Serving,
+        node_cidr: str,
         crds: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:serving:TfServing", name, opts)
-        self._declare(serving.objects(config.serving, config.node_cidr), crds=crds)
+        self._declare(serving.objects(settings, node_cidr), crds=crds)
         self.register_outputs(
             {"grpc": f"{serving.NAME}.{namespaces.SERVING}.svc.cluster.local:{ports.TFS_GRPC}"}
         )
@@ -272,20 +277,17 @@ class TrainingJobs(_Platform):
     def __init__(
         self,
         name: str,
-        config: StackConfig,
+        jobs: Sequence[TrainingJob],
+        submitters: Sequence[RbacSubject],
+        images: Images,
+        node_cidr: str,
         crds: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:training:TrainingJobs", name, opts)
-        shared = self._declare(
-            training.namespace_objects(config.node_cidr, config.training_submitters), crds=crds
-        )
-        self._declare(
-            (training.training_job(job, config.images) for job in config.training_jobs),
-            depends_on=shared,
-            crds=crds,
-        )
-        self.register_outputs({"jobs": [job.name for job in config.training_jobs]})
+        shared = self._declare(training.namespace_objects(node_cidr, submitters), crds=crds)
+        self._declare((training.training_job(job, images) for job in jobs), depends_on=shared, crds=crds)
+        self.register_outputs({"jobs": [job.name for job in jobs]})
 
 
 class DataServices(_Platform):
@@ -294,11 +296,14 @@ class DataServices(_Platform):
     def __init__(
         self,
         name: str,
-        config: StackConfig,
         addresses: Mapping[str, Sequence[pulumi.Input[str]]],
+        settings: Streaming,
+        images: Images,
+        node_cidr: str,
         crds: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``addresses``: Ansible group -> the internal addresses of its nodes (HDFS NameNode, Kafka brokers)."""
         super().__init__("mlstack:data:DataServices", name, opts)
         for service, group in (
             (data.HDFS_NAMENODE, "hdfs_namenodes"),
@@ -306,8 +311,8 @@ class DataServices(_Platform):
         ):
             if addresses.get(group):
                 self._declare(data.external_service(service, addresses[group]))
-        if config.streaming.enabled:
-            self._declare(streaming.objects(config.streaming, config.images, config.node_cidr), crds=crds)
+        if settings.enabled:
+            self._declare(streaming.objects(settings, images, node_cidr), crds=crds)
         self.register_outputs({"hdfs": data.HDFS_URL, "kafka": data.KAFKA_BOOTSTRAP_SERVERS})
 
 

@@ -125,7 +125,39 @@ def device_plugin(config_text: str) -> list[dict[str, Any]]:
 
 
 def dcgm_exporter() -> list[dict[str, Any]]:
-    container = {
+    why = "DCGM's profiling counters need CAP_SYS_ADMIN"
+    skips = {
+        "CKV_K8S_23": _ROOT_REASON.format(why="the embedded DCGM host engine opens the GPU devices as root"),
+        "CKV_K8S_40": _ROOT_REASON.format(why="the embedded DCGM host engine opens the GPU devices as root"),
+        "CKV_K8S_25": why,
+        "CKV_K8S_37": why,
+        "CKV_K8S_39": why,
+        **image_checkov_skips(versions.DCGM_EXPORTER_IMAGE),
+    }
+    daemon_set = _daemon_set(DCGM_EXPORTER, _dcgm_container(), "", skips)
+    daemon_set["spec"]["template"]["spec"]["volumes"] = [
+        {
+            "name": "pod-resources",
+            "hostPath": {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"},
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(DCGM_EXPORTER, GPU, "gpu"),
+        "spec": {
+            "selector": selector(DCGM_EXPORTER),
+            "ports": [
+                {"name": "metrics", "port": ports.DCGM_EXPORTER, "targetPort": "metrics", "protocol": "TCP"}
+            ],
+        },
+    }
+    return [daemon_set, service]
+
+
+def _dcgm_container() -> dict[str, Any]:
+    return {
         "name": DCGM_EXPORTER,
         "image": versions.DCGM_EXPORTER_IMAGE,
         "imagePullPolicy": pull_policy(versions.DCGM_EXPORTER_IMAGE),
@@ -158,35 +190,6 @@ def dcgm_exporter() -> list[dict[str, Any]]:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    why = "DCGM's profiling counters need CAP_SYS_ADMIN"
-    skips = {
-        "CKV_K8S_23": _ROOT_REASON.format(why="the embedded DCGM host engine opens the GPU devices as root"),
-        "CKV_K8S_40": _ROOT_REASON.format(why="the embedded DCGM host engine opens the GPU devices as root"),
-        "CKV_K8S_25": why,
-        "CKV_K8S_37": why,
-        "CKV_K8S_39": why,
-        **image_checkov_skips(versions.DCGM_EXPORTER_IMAGE),
-    }
-    daemon_set = _daemon_set(DCGM_EXPORTER, container, "", skips)
-    daemon_set["spec"]["template"]["spec"]["volumes"] = [
-        {
-            "name": "pod-resources",
-            "hostPath": {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"},
-        },
-        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-    ]
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(DCGM_EXPORTER, GPU, "gpu"),
-        "spec": {
-            "selector": selector(DCGM_EXPORTER),
-            "ports": [
-                {"name": "metrics", "port": ports.DCGM_EXPORTER, "targetPort": "metrics", "protocol": "TCP"}
-            ],
-        },
-    }
-    return [daemon_set, service]
 
 
 def _daemon_set(

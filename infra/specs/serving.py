@@ -119,10 +119,7 @@ def _storage_env(source: ModelSource) -> list[dict[str, Any]]:
 def objects(serving: Serving, node_cidr: str) -> list[dict[str, Any]]:
     """Every object of the serving component."""
     files = config_files(serving)
-    config_hash = hashlib.sha256(
-        "".join(f"{k}\0{v}\0" for k, v in sorted(files.items())).encode()
-    ).hexdigest()
-    items = [
+    return [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -135,7 +132,7 @@ def objects(serving: Serving, node_cidr: str) -> list[dict[str, Any]]:
             "metadata": metadata(NAME, SERVING, "serving"),
             "automountServiceAccountToken": False,
         },
-        deployment(serving, config_hash),
+        deployment(serving, config_hash(files)),
         service(),
         {
             "apiVersion": "policy/v1",
@@ -159,52 +156,31 @@ def objects(serving: Serving, node_cidr: str) -> list[dict[str, Any]]:
                 }
             ],
         ),
+        *_storage_policies(serving.model_source, node_cidr),
     ]
-    source = serving.model_source
+
+
+def config_hash(files: dict[str, str]) -> str:
+    """A digest of the config files: in the pod template, so a changed config rolls the pods."""
+    return hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(files.items())).encode()).hexdigest()
+
+
+def _storage_policies(source: ModelSource, node_cidr: str) -> list[dict[str, Any]]:
+    """Egress to where the models are: HDFS on the nodes, or object storage over HTTPS (a PVC needs none)."""
     if source.kind == "hdfs":
-        items.append(
+        return [
             egress_to_nodes(
                 "allow-hdfs", SERVING, node_cidr, (ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA)
             )
-        )
-    elif source.kind == "s3":
-        items.append(egress_https("allow-object-storage", SERVING))
-    return items
+        ]
+    if source.kind == "s3":
+        return [egress_https("allow-object-storage", SERVING)]
+    return []
 
 
 def deployment(serving: Serving, config_hash: str) -> dict[str, Any]:
     image = serving_image(serving)
-    volumes, mounts = scratch_volumes()
-    volumes.append({"name": "config", "configMap": {"name": f"{NAME}-config"}})
-    mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
-    if serving.model_source.kind == "pvc":
-        volumes.append(
-            {
-                "name": "models",
-                "persistentVolumeClaim": {"claimName": serving.model_source.claim_name, "readOnly": True},
-            }
-        )
-        mounts.append({"name": "models", "mountPath": serving.model_source.base, "readOnly": True})
-    model_ready = {"path": f"/v1/models/{tfs_config.MODEL_NAME}/metadata", "port": "http"}
-    container = {
-        "name": "tensorflow-serving",
-        "image": image,
-        "imagePullPolicy": pull_policy(image),
-        "command": ["tensorflow_model_server"],
-        "args": tf_serving_args(),
-        "ports": [
-            {"name": "grpc", "containerPort": ports.TFS_GRPC, "protocol": "TCP"},
-            {"name": "http", "containerPort": ports.TFS_REST, "protocol": "TCP"},
-        ],
-        "env": _storage_env(serving.model_source),
-        "resources": resources(serving.resources.cpu, serving.resources.memory, gpus=1 if serving.gpu else 0),
-        "securityContext": container_security_context(),
-        "volumeMounts": mounts,
-        # Loading and warming a version can take minutes; readiness then gates traffic on a warm model.
-        "startupProbe": {"httpGet": model_ready, "periodSeconds": 10, "failureThreshold": 60},
-        "readinessProbe": {"httpGet": model_ready, "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10, "failureThreshold": 3},
-    }
+    volumes, mounts = _volumes(serving.model_source)
     skips = image_checkov_skips(image)
     if serving.model_source.credentials_secret:
         skips["CKV_K8S_35"] = "TF Serving's S3 filesystem reads credentials from environment variables only"
@@ -221,7 +197,7 @@ def deployment(serving: Serving, config_hash: str) -> dict[str, Any]:
                 "labelSelector": {"matchLabels": selector(NAME)},
             }
         ],
-        "containers": [container],
+        "containers": [_container(serving, image, mounts)],
         "volumes": volumes,
     }
     if serving.gpu:
@@ -242,6 +218,42 @@ def deployment(serving: Serving, config_hash: str) -> dict[str, Any]:
                 "spec": pod_spec,
             },
         },
+    }
+
+
+def _volumes(source: ModelSource) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Scratch space, the config files and, for a ``pvc`` source, the models (read-only)."""
+    volumes, mounts = scratch_volumes()
+    volumes.append({"name": "config", "configMap": {"name": f"{NAME}-config"}})
+    mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+    if source.kind == "pvc":
+        volumes.append(
+            {"name": "models", "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}}
+        )
+        mounts.append({"name": "models", "mountPath": source.base, "readOnly": True})
+    return volumes, mounts
+
+
+def _container(serving: Serving, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    model_ready = {"path": f"/v1/models/{tfs_config.MODEL_NAME}/metadata", "port": "http"}
+    return {
+        "name": "tensorflow-serving",
+        "image": image,
+        "imagePullPolicy": pull_policy(image),
+        "command": ["tensorflow_model_server"],
+        "args": tf_serving_args(),
+        "ports": [
+            {"name": "grpc", "containerPort": ports.TFS_GRPC, "protocol": "TCP"},
+            {"name": "http", "containerPort": ports.TFS_REST, "protocol": "TCP"},
+        ],
+        "env": _storage_env(serving.model_source),
+        "resources": resources(serving.resources.cpu, serving.resources.memory, gpus=1 if serving.gpu else 0),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        # Loading and warming a version can take minutes; readiness then gates traffic on a warm model.
+        "startupProbe": {"httpGet": model_ready, "periodSeconds": 10, "failureThreshold": 60},
+        "readinessProbe": {"httpGet": model_ready, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10, "failureThreshold": 3},
     }
 
 
@@ -275,42 +287,51 @@ def service() -> dict[str, Any]:
 
 def autoscaler(serving: Serving) -> dict[str, Any]:
     """A CPU HorizontalPodAutoscaler, or a KEDA ScaledObject on request rate or p99 latency."""
-    scaling = serving.autoscaling
-    scale_down = {"scaleDown": {"stabilizationWindowSeconds": 300}}
-    if scaling.mode == "cpu":
-        return {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": metadata(NAME, SERVING, "serving"),
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
-                "minReplicas": serving.min_replicas,
-                "maxReplicas": serving.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": scaling.target_cpu_percent,
-                            },
+    if serving.autoscaling.mode == "cpu":
+        return _horizontal_pod_autoscaler(serving)
+    return _scaled_object(serving)
+
+
+def _scale_down() -> dict[str, Any]:
+    """Scale down only after the load has stayed low for five minutes."""
+    return {"scaleDown": {"stabilizationWindowSeconds": 300}}
+
+
+def _horizontal_pod_autoscaler(serving: Serving) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(NAME, SERVING, "serving"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+            "minReplicas": serving.min_replicas,
+            "maxReplicas": serving.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": serving.autoscaling.target_cpu_percent,
                         },
-                    }
-                ],
-                "behavior": scale_down,
-            },
-        }
+                    },
+                }
+            ],
+            "behavior": _scale_down(),
+        },
+    }
+
+
+def _scaled_object(serving: Serving) -> dict[str, Any]:
+    """KEDA on a Prometheus query: the request rate per replica, or the p99 latency."""
+    scaling = serving.autoscaling
     if scaling.mode == "requests":
         # AverageValue: replicas = ceil(total request rate / requests per replica).
-        trigger = {
-            "metricType": "AverageValue",
-            "query": REQUEST_RATE_QUERY,
-            "threshold": scaling.target_requests_per_second,
-        }
+        metric_type, query, threshold = "AverageValue", REQUEST_RATE_QUERY, scaling.target_requests_per_second
     else:
         # Value: replicas = ceil(current replicas * p99 / target p99).
-        trigger = {"metricType": "Value", "query": P99_LATENCY_QUERY, "threshold": scaling.target_p99_ms}
+        metric_type, query, threshold = "Value", P99_LATENCY_QUERY, scaling.target_p99_ms
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -321,15 +342,15 @@ def autoscaler(serving: Serving) -> dict[str, Any]:
             "maxReplicaCount": serving.max_replicas,
             "pollingInterval": 15,
             "cooldownPeriod": 300,
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": scale_down}},
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _scale_down()}},
             "triggers": [
                 {
                     "type": "prometheus",
-                    "metricType": trigger["metricType"],
+                    "metricType": metric_type,
                     "metadata": {
                         "serverAddress": PROMETHEUS_URL,
-                        "query": trigger["query"],
-                        "threshold": str(trigger["threshold"]),
+                        "query": query,
+                        "threshold": str(threshold),
                     },
                 }
             ],

@@ -10,6 +10,7 @@ from typing import Any
 
 from infra.config import Images, Streaming
 from infra.specs import data, ports
+from infra.specs import serving as tf_serving
 from infra.specs.monitoring import service_monitor
 from infra.specs.namespaces import DATA, SERVING, egress_https, egress_to_nodes, namespace_peer, policy, tcp
 from infra.specs.workload import (
@@ -25,27 +26,24 @@ from infra.specs.workload import (
     selector,
 )
 from workloads.serving import tfs_config
+from workloads.streaming import kafka
 
 INFER_WORKER = "infer-worker"
 STREAM_INGEST = "stream-ingest"
-REQUESTS_TOPIC = "mlstack.inference.requests"
-RESULTS_TOPIC = "mlstack.inference.results"
-DLQ_TOPIC = "mlstack.inference.dlq"
-INGEST_TOPIC = "mlstack.ingest.images"
-TF_SERVING_URL = f"http://tf-serving.{SERVING}.svc.cluster.local:{ports.TFS_REST}"
+TF_SERVING_URL = f"http://{tf_serving.NAME}.{SERVING}.svc.cluster.local:{ports.TFS_REST}"
 
 
 def infer_worker_args(streaming: Streaming) -> list[str]:
     return [
         "--bootstrap-servers", data.KAFKA_BOOTSTRAP_SERVERS,
-        "--group-id", "mlstack-infer-worker",
-        "--requests-topic", REQUESTS_TOPIC,
-        "--results-topic", RESULTS_TOPIC,
-        "--dlq-topic", DLQ_TOPIC,
+        "--group-id", kafka.INFER_WORKER_GROUP,
+        "--requests-topic", kafka.REQUESTS_TOPIC,
+        "--results-topic", kafka.RESULTS_TOPIC,
+        "--dlq-topic", kafka.DLQ_TOPIC,
         "--server-url", TF_SERVING_URL,
         "--model-name", tfs_config.MODEL_NAME,
-        "--max-batch-size", str(streaming.max_batch_size),
-        "--max-batch-wait-ms", str(streaming.max_batch_wait_ms),
+        "--max-batch-size", str(streaming.micro_batch_size),
+        "--max-batch-wait-ms", str(streaming.micro_batch_wait_ms),
         "--metrics-port", str(ports.INFER_METRICS),
         "--log-format", "json",
     ]  # fmt: skip
@@ -54,8 +52,8 @@ def infer_worker_args(streaming: Streaming) -> list[str]:
 def stream_ingest_args(streaming: Streaming) -> list[str]:
     return [
         "--bootstrap-servers", data.KAFKA_BOOTSTRAP_SERVERS,
-        "--group-id", "mlstack-stream-ingest",
-        "--topic", INGEST_TOPIC,
+        "--group-id", kafka.STREAM_INGEST_GROUP,
+        "--topic", kafka.INGEST_TOPIC,
         "--output", streaming.ingest_output or data.DATASET_SHARDS,
         "--shard-size", str(streaming.shard_size),
         "--metrics-port", str(ports.INGEST_METRICS),
@@ -106,7 +104,7 @@ def objects(streaming: Streaming, images: Images, node_cidr: str) -> list[dict[s
             pod_selector=selector(INFER_WORKER),
             egress=[
                 {
-                    "to": [namespace_peer(SERVING, selector("tf-serving"))],
+                    "to": [namespace_peer(SERVING, selector(tf_serving.NAME))],
                     "ports": tcp(ports.TFS_REST, ports.TFS_GRPC),
                 }
             ],

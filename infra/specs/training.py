@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from infra.config import Images, RbacSubject, TrainingJob
+from infra.config import GANG_SCHEDULERS, Images, RbacSubject, TrainingJob
 from infra.specs import data, ports
 from infra.specs.monitoring import service_monitor
 from infra.specs.namespaces import TRAINING, egress_https, egress_to_nodes
@@ -30,8 +30,7 @@ SERVICE_ACCOUNT = "training-worker"
 JOB_LABEL = "mlstack.io/training-job"
 METRICS_LABEL = "mlstack.io/metrics"
 SUBMITTER_ROLE = "training-job-submitter"
-# Gang scheduler -> the pod schedulerName it installs (the operator needs --gang-scheduler-name too).
-GANG_SCHEDULERS = {"volcano": "volcano", "scheduler-plugins": "scheduler-plugins-scheduler"}
+METRICS_SERVICE = "training-metrics"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,40 +161,6 @@ def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: 
 
 def namespace_objects(node_cidr: str, submitters: Sequence[RbacSubject]) -> list[dict[str, Any]]:
     """What every training job shares: service account, metrics Service and ServiceMonitor, RBAC, policies."""
-    metrics_service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata("training-metrics", TRAINING, "training"),
-        "spec": {
-            "clusterIP": "None",
-            "selector": {METRICS_LABEL: "training"},
-            "ports": [
-                {
-                    "name": "metrics",
-                    "port": ports.TRAINING_METRICS,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
-                }
-            ],
-        },
-    }
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(SUBMITTER_ROLE, TRAINING, "training"),
-        "rules": [
-            {
-                "apiGroups": ["kubeflow.org"],
-                "resources": ["tfjobs", "pytorchjobs"],
-                "verbs": ["get", "list", "watch", "create", "delete"],
-            },
-            {
-                "apiGroups": [""],
-                "resources": ["pods", "pods/log", "events"],
-                "verbs": ["get", "list", "watch"],
-            },
-        ],
-    }
     items = [
         {
             "apiVersion": "v1",
@@ -203,11 +168,11 @@ def namespace_objects(node_cidr: str, submitters: Sequence[RbacSubject]) -> list
             "metadata": metadata(SERVICE_ACCOUNT, TRAINING, "training"),
             "automountServiceAccountToken": False,
         },
-        metrics_service,
+        _metrics_service(),
         service_monitor(
             "training-workers",
             TRAINING,
-            metadata("training-metrics", TRAINING, "training")["labels"],
+            metadata(METRICS_SERVICE, TRAINING, "training")["labels"],
             port="metrics",
             interval="15s",
             target_labels=(
@@ -216,7 +181,7 @@ def namespace_objects(node_cidr: str, submitters: Sequence[RbacSubject]) -> list
                 "training.kubeflow.org/replica-index",
             ),
         ),
-        role,
+        _submitter_role(),
         egress_to_nodes(
             "allow-hdfs", TRAINING, node_cidr, (ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA)
         ),
@@ -233,6 +198,48 @@ def namespace_objects(node_cidr: str, submitters: Sequence[RbacSubject]) -> list
             }
         )
     return items
+
+
+def _metrics_service() -> dict[str, Any]:
+    """A headless Service over every training pod's metrics port, for the ServiceMonitor to find them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(METRICS_SERVICE, TRAINING, "training"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {METRICS_LABEL: "training"},
+            "ports": [
+                {
+                    "name": "metrics",
+                    "port": ports.TRAINING_METRICS,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def _submitter_role() -> dict[str, Any]:
+    """Create, watch and delete training jobs, and read their pods and logs."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(SUBMITTER_ROLE, TRAINING, "training"),
+        "rules": [
+            {
+                "apiGroups": ["kubeflow.org"],
+                "resources": ["tfjobs", "pytorchjobs"],
+                "verbs": ["get", "list", "watch", "create", "delete"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["pods", "pods/log", "events"],
+                "verbs": ["get", "list", "watch"],
+            },
+        ],
+    }
 
 
 def _subject(subject: RbacSubject) -> dict[str, str]:

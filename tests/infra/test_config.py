@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from infra import config
-from infra.config import ConfigError, parse
+from infra.config import ConfigError, parse, stack
 from tests.infra.program import ROOT, STACKS, run_program, stack_settings
+from workloads import models
+from workloads.streaming.infer_worker import MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
 
@@ -194,6 +196,57 @@ def test_a_training_strategy_must_fit_its_framework(aws):
     )
 
 
+def test_an_unknown_model_is_refused_naming_the_registrys_models(aws):
+    aws["trainingJobs"][0]["model"] = "resnet"
+    assert error_for(aws) == (
+        "mlstack:trainingJobs[0].model: 'resnet' is not allowed; "
+        f"allowed values: {', '.join(models.model_names())}"
+    )
+
+
+@pytest.mark.parametrize("model", models.model_names())
+def test_every_model_of_the_registry_is_accepted(aws, model):
+    aws["trainingJobs"][0]["model"] = model
+    assert parse(aws).training_jobs[0].model == model
+
+
+def test_the_frameworks_and_strategies_are_the_workloads_trainers(aws):
+    aws["trainingJobs"][0]["framework"] = "jax"
+    assert error_for(aws) == (
+        "mlstack:trainingJobs[0].framework: 'jax' is not allowed; allowed values: tensorflow, pytorch"
+    )
+
+
+def test_the_micro_batch_defaults_are_the_inference_workers(aws):
+    streaming = parse(aws).streaming
+    assert (streaming.micro_batch_size, streaming.micro_batch_wait_ms) == (
+        MICRO_BATCH_SIZE,
+        MICRO_BATCH_WAIT_MS,
+    )
+
+
+def test_the_micro_batch_keys_set_the_inference_workers_micro_batch(aws):
+    aws["streaming"] = {"microBatchSize": 64, "microBatchWaitMs": 20}
+    streaming = parse(aws).streaming
+    assert (streaming.micro_batch_size, streaming.micro_batch_wait_ms) == (64, 20)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("maxBatchSize", "microBatchSize"), ("maxBatchWaitMs", "microBatchWaitMs")]
+)
+def test_the_old_micro_batch_keys_are_refused_naming_the_new_key(aws, old, new):
+    aws["streaming"] = {old: 16}
+    assert error_for(aws) == (
+        f"mlstack:streaming.{old}: renamed to streaming.{new} (the inference worker's Kafka micro-batch, "
+        "not TF Serving's batching); rename the key in your stack file"
+    )
+
+
+def test_a_micro_batch_wait_of_zero_is_refused_as_the_worker_refuses_it(aws):
+    aws["streaming"] = {"microBatchWaitMs": 0}
+    assert error_for(aws) == "mlstack:streaming.microBatchWaitMs: must be at least 1, got 0"
+
+
 def test_a_version_label_must_point_at_a_pinned_version(aws):
     aws["serving"]["labels"] = {"stable": 3}
     assert "mlstack:serving.labels.stable: points at version 3" in error_for(aws)
@@ -237,7 +290,7 @@ def test_stack_values_are_decoded_from_the_cli_encoding():
 
 def test_undecodable_structured_config_names_the_key():
     with pytest.raises(ConfigError, match=r"^mlstack:nodePools: expected a JSON/YAML object"):
-        config._decode("nodePools", "[not json")
+        stack.decode("nodePools", "[not json")
 
 
 @pytest.mark.parametrize(

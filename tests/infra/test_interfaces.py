@@ -6,9 +6,12 @@ import pytest
 import yaml
 
 from infra import config
+from infra.config import Streaming
 from infra.specs import inventory, namespaces, network, ports, streaming
 from tests.infra import interfaces
 from tests.infra.program import ROOT, STACKS, run_program
+from workloads.serving import tfs_config
+from workloads.streaming import kafka
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
 
@@ -37,8 +40,34 @@ def test_the_namespaces_are_the_contract_namespaces():
 
 
 def test_the_streaming_services_use_the_contract_kafka_topics():
-    topics = {streaming.REQUESTS_TOPIC, streaming.RESULTS_TOPIC, streaming.DLQ_TOPIC, streaming.INGEST_TOPIC}
-    assert topics == set(interfaces.names("Kafka topics"))
+    flags = {
+        flag: value
+        for args in (build(Streaming()) for build in streaming.COMMANDS.values())
+        for flag, value in zip(args[::2], args[1::2], strict=True)
+        if flag.endswith("-topic") or flag == "--topic"
+    }
+    assert set(flags.values()) == set(interfaces.names("Kafka topics"))
+    assert len(flags) == 4, flags
+
+
+def test_no_infra_module_restates_a_name_the_workloads_define():
+    """The serving model name, the Kafka topics and consumer groups: imported, never written again."""
+    names = [
+        tfs_config.MODEL_NAME,
+        kafka.REQUESTS_TOPIC,
+        kafka.RESULTS_TOPIC,
+        kafka.DLQ_TOPIC,
+        kafka.INGEST_TOPIC,
+        kafka.INFER_WORKER_GROUP,
+        kafka.STREAM_INGEST_GROUP,
+    ]
+    found = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "infra").rglob("*.py"))
+        for name in names
+        if name in path.read_text()
+    ]
+    assert not found, f"import these from workloads (tfs_config, streaming.kafka) instead: {found}"
 
 
 def test_pods_run_as_the_contract_container_user():

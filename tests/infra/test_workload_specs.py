@@ -12,7 +12,11 @@ from infra import config
 from infra.specs import data, serving, streaming, training
 from tests.infra.program import ROOT, ProgramRun
 from workloads import cli
+from workloads.core import settings as core_settings
+from workloads.core.settings import CommandConfig
 from workloads.serving import tfs_config
+from workloads.streaming.infer_worker import MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS
+from workloads.training import TRAINERS
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
 
@@ -47,6 +51,38 @@ def test_every_flag_of_the_training_job_exists_in_the_workloads_cli(spec):
 @pytest.mark.parametrize("command", sorted(streaming.COMMANDS))
 def test_every_flag_of_the_streaming_services_exists_in_the_workloads_cli(command):
     accepted(command, streaming.COMMANDS[command](config.Streaming()))
+
+
+def resolved(command: str, args: list[str]) -> CommandConfig:
+    """The command's config as ``python -m workloads`` builds it from ``args`` (converted and checked)."""
+    flags = vars(accepted(command, args))
+    common = {"command", "config", "log_format", "log_level"}
+    given = {name: value for name, value in flags.items() if name not in common}
+    return core_settings.resolve(cli.load_command(command).Config, given, {})
+
+
+@pytest.mark.parametrize(
+    ("settings", "micro_batch"),
+    [
+        (config.Streaming(), (MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS)),
+        (config.Streaming(micro_batch_size=64, micro_batch_wait_ms=20), (64, 20)),
+    ],
+    ids=["defaults", "set"],
+)
+def test_the_micro_batch_settings_reach_the_inference_workers_flags(settings, micro_batch):
+    worker = resolved(streaming.INFER_WORKER, streaming.infer_worker_args(settings))
+    assert (worker.max_batch_size, worker.max_batch_wait_ms) == micro_batch
+
+
+@pytest.mark.parametrize(("framework", "strategy"), list(TRAINERS))
+def test_every_trainer_the_workloads_register_has_a_job_layout(framework, strategy):
+    built = training.training_job(
+        job(framework=framework, strategy=strategy), config.Images("r.example/ml", "1")
+    )
+    assert built["kind"] == training.FRAMEWORKS[framework].kind
+    assert set(built["spec"][training.FRAMEWORKS[framework].replica_specs]) == set(
+        training.replicas(job(framework=framework, strategy=strategy))
+    )
 
 
 def test_the_declared_jobs_run_the_train_command_with_the_builders_flags(run: ProgramRun):

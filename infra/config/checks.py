@@ -1,0 +1,80 @@
+"""Checks of single values: each takes the value and returns what is wrong with it, or None."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from infra.config.settings import K3S_VERSION, SUPPORTED_KUBERNETES_MINORS
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def cidr(value: str) -> str | None:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        return f"{value!r} is not a CIDR block such as 203.0.113.0/24 ({error})"
+    return None
+
+
+def cidr_or_empty(value: str) -> str | None:
+    return cidr(value) if value else None
+
+
+def ip_or_empty(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IP address"
+    return None
+
+
+def dns_label(value: str) -> str | None:
+    if not _DNS_LABEL.match(value):
+        return f"{value!r} must be a DNS label: lower-case letters, digits and '-', at most 63 characters"
+    return None
+
+
+def absolute_path(value: str) -> str | None:
+    return None if value.startswith("/") else f"{value!r} must be an absolute path"
+
+
+def storage_url(value: str) -> str | None:
+    if not value or re.match(r"^(hdfs|s3|webhdfs|file)://", value) or value.startswith("/"):
+        return None
+    return f"{value!r} must be an hdfs://, s3://, webhdfs:// or file:// URL or an absolute path"
+
+
+def quantity(value: str) -> str | None:
+    if re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?", value):
+        return None
+    return f"{value!r} is not a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi"
+
+
+def k3s_version(value: str) -> str | None:
+    match = K3S_VERSION.match(value)
+    allowed = ", ".join(SUPPORTED_KUBERNETES_MINORS)
+    if not match:
+        return f"{value!r} is not a k3s release; use vMAJOR.MINOR.PATCH+k3sN (e.g. v1.33.5+k3s1) of Kubernetes {allowed}"
+    minor = f"{match['major']}.{match['minor']}"
+    if minor not in SUPPORTED_KUBERNETES_MINORS:
+        return f"Kubernetes {minor} ({value}) is not supported; allowed Kubernetes versions: {allowed}"
+    return None
+
+
+def driver_branch(value: str) -> str | None:
+    return None if value.isdigit() else f"{value!r} must be a driver branch number such as 580"
+
+
+def pinned_image(value: str) -> str | None:
+    name = value.rsplit("/", 1)[-1]
+    if "@sha256:" in value:
+        return None
+    if ":" not in name:
+        return f"{value!r} has no tag; pin a version such as tensorflow/serving:2.19.1"
+    if name.endswith(":latest"):
+        return f"{value!r}: 'latest' is not allowed; pin a version"
+    return None

@@ -1,0 +1,133 @@
+"""The ``serving`` setting: TF Serving's model source, pinned versions and labels, size and autoscaling."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from infra.config import checks
+from infra.config.fields import Fields, resources
+from infra.config.keys import REQUIRED
+from infra.config.settings import Autoscaling, ModelSource, Serving
+
+_S3_ONLY = ("s3Endpoint", "s3Region", "credentialsSecret")
+# The stock TF Serving image, which has no Hadoop client.
+_STOCK_TF_SERVING = re.compile(r"^(docker\.io/)?tensorflow/serving[:@]")
+
+
+def read_serving(top: Fields) -> Serving:
+    obj = top.obj("serving", {})
+    default = Serving()
+    source = _model_source(obj)
+    versions = obj.integers("versions", list(default.versions), minimum=1)
+    labels = _labels(obj, versions)
+    autoscaling = _autoscaling(obj)
+    serving = Serving(
+        min_replicas=obj.integer("minReplicas", default.min_replicas, minimum=1),
+        max_replicas=obj.integer("maxReplicas", default.max_replicas, minimum=1),
+        model_source=source,
+        versions=versions,
+        labels=labels,
+        gpu=obj.boolean("gpu", default.gpu),
+        image=obj.string("image", default.image, check=checks.pinned_image),
+        resources=resources(obj, "resources", default.resources),
+        autoscaling=autoscaling,
+        client_namespaces=obj.strings(
+            "clientNamespaces", list(default.client_namespaces), check=checks.dns_label
+        ),
+    )
+    _check_serving(obj, serving)
+    obj.done()
+    return serving
+
+
+def _model_source(obj: Fields) -> ModelSource:
+    if not obj.has("modelSource"):
+        raise obj.fail(
+            "modelSource",
+            "missing; say where TF Serving reads models: kind hdfs (base hdfs://...), s3 (base s3://bucket/prefix) "
+            "or pvc (claimName)",
+        )
+    fields = obj.obj("modelSource")
+    kind = fields.string("kind", allowed=("hdfs", "s3", "pvc"))
+    source = ModelSource(
+        kind=kind,
+        base=fields.string("base", _default_model_base(kind), check=lambda v: _model_base(kind, v)),
+        claim_name=fields.string("claimName", "" if kind != "pvc" else REQUIRED, check=_claim_check(kind)),
+        s3_endpoint=fields.string("s3Endpoint", ""),
+        s3_region=fields.string("s3Region", ""),
+        credentials_secret=fields.string("credentialsSecret", ""),
+    )
+    if kind != "s3":
+        for name in _S3_ONLY:
+            if fields.given(name):
+                raise fields.fail(name, "applies to kind 's3' only")
+    fields.done()
+    return source
+
+
+def _default_model_base(kind: str) -> Any:
+    return {"hdfs": "", "pvc": "/models"}.get(kind, REQUIRED)
+
+
+def _model_base(kind: str, value: str) -> str | None:
+    if kind == "hdfs" and value and not value.startswith("hdfs://"):
+        return f"{value!r} must be an hdfs:// URL (or empty for the cluster's HDFS /mlstack/models)"
+    if kind == "s3" and not re.match(r"^s3://[a-z0-9.-]+(/.*)?$", value):
+        return f"{value!r} must be an s3://bucket/prefix URL"
+    if kind == "pvc" and not value.startswith("/"):
+        return f"{value!r} must be an absolute path inside the volume mount, e.g. /models"
+    return None
+
+
+def _claim_check(kind: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if kind == "pvc":
+            return checks.dns_label(value)
+        return "applies to kind 'pvc' only" if value else None
+
+    return check
+
+
+def _labels(obj: Fields, versions: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
+    """Version labels (``stable: 3``); each must point at a pinned version."""
+    labels_obj = obj.obj("labels", {})
+    labels = tuple(sorted((name, labels_obj.integer(name, minimum=1)) for name in labels_obj.names()))
+    labels_obj.done()
+    for name, version in labels:
+        if version not in versions:
+            raise labels_obj.fail(
+                name, f"points at version {version}, which is not in serving.versions {list(versions)}"
+            )
+    return labels
+
+
+def _autoscaling(obj: Fields) -> Autoscaling:
+    fields = obj.obj("autoscaling", {})
+    default = Autoscaling()
+    autoscaling = Autoscaling(
+        mode=fields.string("mode", default.mode, allowed=("cpu", "requests", "latency")),
+        target_cpu_percent=fields.integer("targetCpuPercent", default.target_cpu_percent, minimum=1),
+        target_requests_per_second=fields.integer(
+            "targetRequestsPerSecond", default.target_requests_per_second, minimum=1
+        ),
+        target_p99_ms=fields.integer("targetP99Ms", default.target_p99_ms, minimum=1),
+    )
+    fields.done()
+    return autoscaling
+
+
+def _check_serving(obj: Fields, serving: Serving) -> None:
+    if serving.model_source.kind == "hdfs" and _STOCK_TF_SERVING.match(serving.image):
+        raise obj.fail(
+            "image",
+            f"{serving.image} cannot read hdfs:// (the stock image has no Hadoop libhdfs or JRE); give an image "
+            "built on it with the Hadoop client, or use modelSource kind s3 or pvc",
+        )
+    if serving.min_replicas > serving.max_replicas:
+        raise obj.fail(
+            "minReplicas",
+            f"{serving.min_replicas} is above maxReplicas {serving.max_replicas}; "
+            "allowed: 1 <= minReplicas <= maxReplicas",
+        )

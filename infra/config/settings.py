@@ -1,0 +1,308 @@
+"""The configuration, as frozen dataclasses: what the program reads from the stack file, validated.
+
+Each class documents its fields and holds their defaults; the section readers (``infra.config.nodes``,
+``.serving``, ...) take the defaults from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from infra.config.keys import ConfigError
+from infra.specs.namespaces import DATA
+from workloads.streaming.infer_worker import MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS
+
+if TYPE_CHECKING:
+    import pulumi
+
+# Kubernetes minors this program deploys to: k3s ships them and the offline schemas cover them.
+SUPPORTED_KUBERNETES_MINORS = ("1.31", "1.32", "1.33", "1.34")
+K3S_VERSION = re.compile(r"^v(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)\+k3s(?P<build>\d+)$")
+ANSIBLE_GROUPS = (
+    "k3s_servers",
+    "k3s_agents",
+    "gpu_nodes",
+    "hdfs_namenodes",
+    "hdfs_datanodes",
+    "kafka_controllers",
+    "kafka_brokers",
+)
+# The official AlmaLinux AWS account publishes the AlmaLinux OS AMIs.
+ALMALINUX_AMI_OWNER = "764336703387"
+IMAGE_NAMES = ("mlstack-training", "mlstack-training-cuda", "mlstack-workloads")
+# Gang schedulers a training job may name -> the pod schedulerName each installs (the training operator
+# needs --gang-scheduler-name set to it too).
+GANG_SCHEDULERS = {"volcano": "volcano", "scheduler-plugins": "scheduler-plugins-scheduler"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AwsSettings:
+    """Where and how the ``aws`` node provider builds the network and the instances."""
+
+    availability_zones: tuple[str, ...]
+    """Availability zones to spread subnets and nodes over (GPU types are not offered in every zone)."""
+    vpc_cidr: str = "10.20.0.0/16"
+    """Address range of the VPC; it must not overlap k3s's pod (10.42.0.0/16) or service (10.43.0.0/16) ranges."""
+    ami_owner: str = ALMALINUX_AMI_OWNER
+    """AWS account that publishes the AMI (the official AlmaLinux account by default)."""
+    ami_name_pattern: str = "AlmaLinux OS 9*"
+    """AMI name filter; the newest x86_64 match is used."""
+    ssh_user: str = "ec2-user"
+    """Login user of the AMI."""
+    root_volume_gb: int = 100
+    """Size of every node's encrypted root volume."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodePool:
+    """A group of identical EC2 instances that share Ansible groups."""
+
+    name: str
+    """DNS-label name; nodes are called ``<name>-<index>``."""
+    groups: tuple[str, ...]
+    """Ansible groups every node of the pool joins (``gpu_nodes`` makes it a GPU pool)."""
+    count: int
+    """Number of instances."""
+    instance_type: str
+    """EC2 instance type; GPU pools need a GPU family."""
+    data_volume_gb: int = 0
+    """Encrypted EBS data volume per node for HDFS and Kafka data (needed by those groups)."""
+
+    @property
+    def gpu(self) -> bool:
+        return "gpu_nodes" in self.groups
+
+
+@dataclasses.dataclass(frozen=True)
+class ExistingHost:
+    """A machine that already exists and is reached over SSH."""
+
+    name: str
+    """Inventory name (a DNS label)."""
+    address: str
+    """Address Ansible connects to."""
+    groups: tuple[str, ...]
+    """Ansible groups of the host."""
+    private_address: str = ""
+    """Address other nodes and pods use (defaults to ``address``)."""
+    ssh_user: str = "root"
+    """Login user."""
+    hdfs_data_dirs: tuple[str, ...] = ()
+    """HDFS DataNode directories, one per disk (needed in ``hdfs_datanodes``)."""
+    kafka_log_dirs: tuple[str, ...] = ()
+    """Kafka data directories (needed in ``kafka_brokers``)."""
+
+    @property
+    def internal_address(self) -> str:
+        return self.private_address or self.address
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """Where the project's images come from: ``<registry>/<name>:<version>`` or ``@<digest>``."""
+
+    registry: str
+    version: str
+    digests: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def reference(self, name: str) -> str:
+        if name not in IMAGE_NAMES:
+            raise ConfigError(f"unknown image {name!r}; known: {', '.join(IMAGE_NAMES)}")
+        if name in self.digests:
+            repository = name.removesuffix("-cuda")
+            return f"{self.registry}/{repository}@{self.digests[name]}"
+        if name.endswith("-cuda"):
+            return f"{self.registry}/{name.removesuffix('-cuda')}:{self.version}-cuda"
+        return f"{self.registry}/{name}:{self.version}"
+
+    def training(self, gpu: bool) -> str:
+        return self.reference("mlstack-training-cuda" if gpu else "mlstack-training")
+
+    def workloads(self) -> str:
+        return self.reference("mlstack-workloads")
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuSharing:
+    """How the NVIDIA device plugin shares each GPU."""
+
+    strategy: str = "none"
+    """``none`` (one pod per GPU) or ``time-slicing`` (``replicas`` pods per GPU)."""
+    replicas: int = 1
+    """Pods that share one GPU under time-slicing (2 or more)."""
+    mig_strategy: str = "none"
+    """MIG exposure: ``none``, ``single`` or ``mixed`` (the GPUs must be partitioned on the host)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """CPU and memory a container requests; its limits are the same (Guaranteed QoS)."""
+
+    cpu: str
+    memory: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where TF Serving reads ``<base>/<model name>/<version>/`` from (the model name is
+    ``workloads.serving.tfs_config.MODEL_NAME``)."""
+
+    kind: str
+    """``hdfs``, ``s3`` or ``pvc``."""
+    base: str
+    """``hdfs://`` or ``s3://`` URL, or a directory inside the PVC, that holds the model directory."""
+    claim_name: str = ""
+    """PersistentVolumeClaim (``pvc``) mounted read-only."""
+    s3_endpoint: str = ""
+    """S3-compatible endpoint URL (empty = AWS)."""
+    s3_region: str = ""
+    """S3 region."""
+    credentials_secret: str = ""
+    """Secret in mlstack-serving with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (``s3``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Autoscaling:
+    """How the serving Deployment scales between ``minReplicas`` and ``maxReplicas``."""
+
+    mode: str = "cpu"
+    """``cpu`` (a HorizontalPodAutoscaler) or ``requests`` / ``latency`` (a KEDA ScaledObject)."""
+    target_cpu_percent: int = 70
+    """``cpu``: average CPU utilisation to hold."""
+    target_requests_per_second: int = 50
+    """``requests``: requests per second per replica."""
+    target_p99_ms: int = 100
+    """``latency``: p99 request latency in milliseconds to stay under."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """TF Serving: the model, its storage, its size and how it scales."""
+
+    min_replicas: int = 2
+    max_replicas: int = 4
+    model_source: ModelSource = ModelSource(kind="hdfs", base="")
+    versions: tuple[int, ...] = ()
+    """Pinned model versions (empty = the highest version)."""
+    labels: tuple[tuple[str, int], ...] = ()
+    """Version labels such as ``stable``/``canary`` (they need pinned versions)."""
+    gpu: bool = False
+    """Run on GPU nodes with the GPU image and GPU batching profile."""
+    image: str = "tensorflow/serving:2.19.1"
+    """TF Serving image (``-gpu`` is appended for GPU serving unless the tag already says so)."""
+    resources: Resources = Resources(cpu="2", memory="4Gi")
+    autoscaling: Autoscaling = Autoscaling()
+    client_namespaces: tuple[str, ...] = (DATA,)
+    """Namespaces whose pods may call TF Serving (besides mlstack-serving itself)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Streaming:
+    """The Kafka-side services: inference workers and streaming ingestion."""
+
+    enabled: bool = True
+    infer_replicas: int = 2
+    ingest_replicas: int = 1
+    micro_batch_size: int = MICRO_BATCH_SIZE
+    """Most requests an inference worker sends to TF Serving in one call (its Kafka micro-batch)."""
+    micro_batch_wait_ms: int = MICRO_BATCH_WAIT_MS
+    """Longest wait, in milliseconds, for an inference worker's micro-batch to fill."""
+    shard_size: int = 10_000
+    ingest_output: str = ""
+    """Shard directory that ingestion writes (default: the dataset's shards on the cluster's HDFS)."""
+    resources: Resources = Resources(cpu="1", memory="1Gi")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingJob:
+    """A distributed training run: a TFJob or a PyTorchJob of ``python -m workloads train``."""
+
+    name: str
+    framework: str
+    """``tensorflow`` or ``pytorch``."""
+    strategy: str
+    """``multi-worker-mirrored`` or ``parameter-server`` (tensorflow), ``ddp`` (pytorch)."""
+    model: str = "plain"
+    """A variant of the model registry, ``workloads.models.model_names()``."""
+    workers: int = 2
+    parameter_servers: int = 1
+    """``parameter-server`` only."""
+    gpus_per_worker: int = 0
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 0.001
+    seed: int = 42
+    checkpoint_every: int = 100
+    data: str = ""
+    """Shard directory (default: the dataset's shards on the cluster's HDFS)."""
+    checkpoint_dir: str = ""
+    """Default: ``/mlstack/models/runs/<name>/checkpoints`` on HDFS."""
+    output: str = ""
+    """Default: ``/mlstack/models/runs/<name>/model`` on HDFS."""
+    restart_policy: str = "OnFailure"
+    backoff_limit: int = 3
+    ttl_seconds_after_finished: int = 86_400
+    gang_scheduler: str = ""
+    """``""`` (none), ``volcano`` or ``scheduler-plugins``: all workers start together or none does."""
+    resources: Resources = Resources(cpu="4", memory="8Gi")
+
+
+@dataclasses.dataclass(frozen=True)
+class RbacSubject:
+    kind: str
+    """``User``, ``Group`` or ``ServiceAccount``."""
+    name: str
+    namespace: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    """Everything the program needs from the stack file."""
+
+    node_provider: str
+    kubernetes_version: str
+    images: Images
+    admin_cidrs: tuple[str, ...]
+    nvidia_driver_branch: str
+    api_endpoint: str
+    k3s_tls_sans: tuple[str, ...]
+    node_cidr: str
+    ansible_dir: str
+    dashboards_dir: str
+    charts_dir: str
+    training_operator_manifests: str
+    aws: AwsSettings | None
+    node_pools: tuple[NodePool, ...]
+    hosts: tuple[ExistingHost, ...]
+    gpu_sharing: GpuSharing
+    serving: Serving
+    streaming: Streaming
+    training_jobs: tuple[TrainingJob, ...]
+    training_submitters: tuple[RbacSubject, ...]
+    has_k3s_token: bool
+    has_ssh_private_key: bool
+
+    @property
+    def kubernetes_minor(self) -> str:
+        match = K3S_VERSION.match(self.kubernetes_version)
+        assert match, "validated by parse()"
+        return f"{match['major']}.{match['minor']}"
+
+    @property
+    def has_gpus(self) -> bool:
+        return any(p.gpu for p in self.node_pools) or any("gpu_nodes" in h.groups for h in self.hosts)
+
+    def group_members(self, group: str) -> int:
+        pools = sum(p.count for p in self.node_pools if group in p.groups)
+        return pools + sum(1 for h in self.hosts if group in h.groups)
+
+
+@dataclasses.dataclass(frozen=True)
+class Secrets:
+    """Secret settings, kept as Pulumi secrets (never plain strings)."""
+
+    k3s_token: pulumi.Output[str] | None
+    ssh_private_key: pulumi.Output[str] | None

@@ -1,0 +1,29 @@
+"""The ``streaming`` setting: the Kafka-side services (inference workers, streaming ingestion)."""
+
+from __future__ import annotations
+
+from infra.config import checks
+from infra.config.fields import Fields, resources
+from infra.config.settings import Streaming
+
+# Keys that borrowed TF Serving's batching names for the inference worker's micro-batch.
+RENAMED = {"maxBatchSize": "microBatchSize", "maxBatchWaitMs": "microBatchWaitMs"}
+
+
+def read_streaming(top: Fields) -> Streaming:
+    obj = top.obj("streaming", {})
+    obj.refuse_renamed(RENAMED, "the inference worker's Kafka micro-batch, not TF Serving's batching")
+    default = Streaming()
+    streaming = Streaming(
+        enabled=obj.boolean("enabled", default.enabled),
+        infer_replicas=obj.integer("inferReplicas", default.infer_replicas, minimum=1),
+        ingest_replicas=obj.integer("ingestReplicas", default.ingest_replicas, minimum=1),
+        micro_batch_size=obj.integer("microBatchSize", default.micro_batch_size, minimum=1),
+        # The worker refuses a wait of 0 (--max-batch-wait-ms must be greater than 0).
+        micro_batch_wait_ms=obj.integer("microBatchWaitMs", default.micro_batch_wait_ms, minimum=1),
+        shard_size=obj.integer("shardSize", default.shard_size, minimum=1),
+        ingest_output=obj.string("ingestOutput", default.ingest_output, check=checks.storage_url),
+        resources=resources(obj, "resources", default.resources),
+    )
+    obj.done()
+    return streaming
