@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from infra.config.keys import ConfigError
 from infra.specs.namespaces import DATA
+from workloads.data.shards import DEFAULT_SHARD_SIZE
 from workloads.streaming.infer_worker import MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS
 
 if TYPE_CHECKING:
@@ -210,7 +211,8 @@ class Streaming:
     """Most requests an inference worker sends to TF Serving in one call (its Kafka micro-batch)."""
     micro_batch_wait_ms: int = MICRO_BATCH_WAIT_MS
     """Longest wait, in milliseconds, for an inference worker's micro-batch to fill."""
-    shard_size: int = 10_000
+    shard_size: int = DEFAULT_SHARD_SIZE
+    """Records per shard that streaming ingestion writes (stream-ingest's own default)."""
     ingest_output: str = ""
     """Shard directory that ingestion writes (default: the dataset's shards on the cluster's HDFS)."""
     resources: Resources = Resources(cpu="1", memory="1Gi")

@@ -1,11 +1,18 @@
-"""The ports of docs/interfaces.md, the one place the Pulumi program takes them from."""
+"""The ports of docs/interfaces.md, the one place the Pulumi program takes them from.
+
+The ports the workloads listen on are theirs: they are imported from the modules that define them.
+"""
+
+from workloads.serving import tfs_config
+from workloads.streaming import infer_worker, stream_ingest
+from workloads.training import metrics
 
 SSH = 22
-TFS_GRPC = 8500
-TFS_REST = 8501
-TRAINING_METRICS = 9410
-INFER_METRICS = 9411
-INGEST_METRICS = 9412
+TFS_GRPC = tfs_config.GRPC_PORT
+TFS_REST = tfs_config.REST_PORT
+TRAINING_METRICS = metrics.METRICS_PORT
+INFER_METRICS = infer_worker.METRICS_PORT
+INGEST_METRICS = stream_ingest.METRICS_PORT
 DCGM_EXPORTER = 9400
 NODE_EXPORTER = 9100
 HDFS_NAMENODE_RPC = 8020

@@ -23,6 +23,7 @@ from workloads.serving import tfs_config
 from workloads.serving.client import RestClient, RetryPolicy
 from workloads.streaming import kafka
 from workloads.streaming.infer_worker import (
+    METRICS_PORT,
     MICRO_BATCH_SIZE,
     MICRO_BATCH_WAIT_MS,
     InferenceWorker,
@@ -56,7 +57,9 @@ class Config(CommandConfig):
     results_topic: str = option(kafka.RESULTS_TOPIC, help="topic the results are written to")
     dlq_topic: str = option(kafka.DLQ_TOPIC, help="dead-letter topic for messages that can never succeed")
     server_url: str = option(
-        "http://127.0.0.1:8501", help="model server REST base URL (TF Serving's 8501)", check=_rest_url
+        f"http://127.0.0.1:{tfs_config.REST_PORT}",
+        help=f"model server REST base URL (TF Serving's {tfs_config.REST_PORT})",
+        check=_rest_url,
     )
     model_name: str = option(tfs_config.MODEL_NAME, help="model to ask")
     model_label: str | None = option(
@@ -74,7 +77,7 @@ class Config(CommandConfig):
     )
     max_message_bytes: int = option(4 * 1024 * 1024, help="larger requests are dead-lettered", check=positive)
     metrics_port: int | None = option(
-        9411, help="Prometheus metrics port; 0 = any free port, none = off", check=tcp_port
+        METRICS_PORT, help="Prometheus metrics port; 0 = any free port, none = off", check=tcp_port
     )
     metrics_host: str = option("0.0.0.0", help="address the metrics endpoint listens on")
     kafka_config: tuple[str, ...] = option(

@@ -13,6 +13,7 @@ import logging
 from workloads.core import logs, storage
 from workloads.core.settings import CommandConfig, non_negative, option, positive
 from workloads.data import datasets
+from workloads.data.shards import DEFAULT_SHARD_SIZE
 
 HELP = "convert Fashion-MNIST IDX files (or synthetic data) into checksummed shards"
 log = logging.getLogger(__name__)
@@ -25,7 +26,9 @@ class Config(CommandConfig):
         None, help="directory (path or URL) of the four Fashion-MNIST IDX files; none = synthetic"
     )
     shard_size: int = option(
-        4096, help="records per shard (the last shard of a split may hold fewer)", check=positive
+        DEFAULT_SHARD_SIZE,
+        help="records per shard (the last shard of a split may hold fewer)",
+        check=positive,
     )
     synthetic_train: int = option(60000, help="synthetic training records (without --data)", check=positive)
     synthetic_test: int = option(

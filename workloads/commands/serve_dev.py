@@ -66,10 +66,14 @@ class Config(CommandConfig):
     )
     host: str = option("127.0.0.1", help="address to listen on; 0.0.0.0 exposes the server to the network")
     port: int = option(
-        8501, help="REST port (TF Serving's --rest_api_port); 0 = any free port", check=tcp_port
+        tfs_config.REST_PORT,
+        help="REST port (TF Serving's --rest_api_port); 0 = any free port",
+        check=tcp_port,
     )
     grpc_port: int | None = option(
-        8500, help="gRPC port (TF Serving's --port); 0 = any free port, none = off", check=tcp_port
+        tfs_config.GRPC_PORT,
+        help="gRPC port (TF Serving's --port); 0 = any free port, none = off",
+        check=tcp_port,
     )
     enable_batching: bool = option(False, help="batch concurrent requests (TF Serving's --enable_batching)")
     batching_parameters_file: str | None = option(

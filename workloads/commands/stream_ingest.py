@@ -19,7 +19,9 @@ import os
 
 from workloads.core import logs
 from workloads.core.settings import CommandConfig, at_most, non_empty, option, positive, tcp_port
+from workloads.data.shards import DEFAULT_SHARD_SIZE
 from workloads.streaming import kafka
+from workloads.streaming.stream_ingest import METRICS_PORT
 
 HELP = "append image records from Kafka to shards, exactly once (offsets committed with each shard)"
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class Config(CommandConfig):
         check=non_empty,
     )
     topic: str = option(kafka.INGEST_TOPIC, help="topic of image records", check=non_empty)
-    shard_size: int = option(4096, help="records per shard", check=positive)
+    shard_size: int = option(DEFAULT_SHARD_SIZE, help="records per shard", check=positive)
     flush_interval_seconds: float = option(
         30.0, help="commit a partial shard after this long without a commit", check=positive
     )
@@ -49,7 +51,7 @@ class Config(CommandConfig):
     )
     max_message_bytes: int = option(1024 * 1024, help="larger records are rejected", check=positive)
     metrics_port: int | None = option(
-        9412, help="Prometheus metrics port; 0 = any free port, none = off", check=tcp_port
+        METRICS_PORT, help="Prometheus metrics port; 0 = any free port, none = off", check=tcp_port
     )
     metrics_host: str = option("0.0.0.0", help="address the metrics endpoint listens on")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// output (sets AWS_ENDPOINT_URL)")

@@ -38,6 +38,7 @@ from workloads.core import storage
 from workloads.core.errors import DataError
 
 MAGIC = b"MLSHARD\x00"
+DEFAULT_SHARD_SIZE = 4096  # records per shard, for ingest and stream-ingest alike
 FORMAT_VERSION = 1
 HEADER_SIZE = 64
 MANIFEST_NAME = "manifest.json"

@@ -20,8 +20,9 @@ def _server_url(value: str) -> str | None:
 @dataclasses.dataclass(frozen=True)
 class ClientOptions(CommandConfig):
     server_url: str = option(
-        "http://127.0.0.1:8501",
-        help="model server: http://HOST:8501 for REST, grpc://HOST:8500 for gRPC (TF Serving or serve-dev)",
+        f"http://127.0.0.1:{tfs_config.REST_PORT}",
+        help=f"model server: http://HOST:{tfs_config.REST_PORT} for REST, grpc://HOST:{tfs_config.GRPC_PORT} for "
+        "gRPC (TF Serving or serve-dev)",
         check=_server_url,
     )
     model_name: str = option(tfs_config.MODEL_NAME, help="model to ask (/v1/models/<name>)")

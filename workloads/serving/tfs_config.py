@@ -19,6 +19,9 @@ from typing import Literal
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 MODEL_NAME = "fashion_mnist"
+# TF Serving's own defaults (--port, --rest_api_port); the development server and the clients use them too.
+GRPC_PORT = 8500
+REST_PORT = 8501
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL = re.compile(r"^[a-z][a-z0-9_-]*$")
 

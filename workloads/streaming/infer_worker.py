@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # streaming.microBatchSize / streaming.microBatchWaitMs take these.
 MICRO_BATCH_SIZE = 32
 MICRO_BATCH_WAIT_MS = 50
+METRICS_PORT = 9411  # docs/interfaces.md, "Ports"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,8 @@ from workloads.streaming import ingest_messages
 from workloads.streaming.inference_messages import PoisonMessage, dead_letter_message
 from workloads.streaming.kafka import LagReporter
 
+METRICS_PORT = 9412  # docs/interfaces.md, "Ports"
+
 log = logging.getLogger(__name__)
 KAFKA_KEY = "kafka"
 

@@ -10,6 +10,7 @@ from workloads import models
 from workloads.core.settings import CommandConfig, ConfigError, at_most, non_negative, option, positive
 from workloads.data.sampling import DEFAULT_SHUFFLE_WINDOW, uneven_split
 from workloads.data.shards import DEFAULT_CACHE_DIR
+from workloads.training.metrics import METRICS_PORT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TrainConfig(CommandConfig):
     )
     keep_checkpoints: int = option(3, help="checkpoints kept; older ones are deleted", check=positive)
     metrics_port: int = option(
-        9410,
+        METRICS_PORT,
         help="Prometheus metrics port; 0 = any free port (logged)",
         check=lambda v: non_negative(v) or at_most(65535)(v),
     )

@@ -16,6 +16,7 @@ from workloads.core.errors import WorkloadError
 log = logging.getLogger(__name__)
 
 LABELS = ("run", "framework", "rank")
+METRICS_PORT = 9410  # a worker's /metrics (docs/interfaces.md, "Ports"); local runs add the rank
 # Step times from a millisecond (small CPU models) to a minute (large GPU steps).
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from workloads.serving import tensors
+from workloads.serving import tensors, tfs_config
 from workloads.serving.codes import Code, ServingStatus, invalid_argument
 from workloads.serving.dev import json_tensors
 from workloads.serving.dev.batching import Batcher
@@ -300,8 +300,8 @@ class DevServer:
         manager: ModelManager,
         *,
         host: str = "127.0.0.1",
-        rest_port: int = 8501,
-        grpc_port: int | None = 8500,
+        rest_port: int = tfs_config.REST_PORT,
+        grpc_port: int | None = tfs_config.GRPC_PORT,
         batching: BatchingParameters | None = None,
         metrics_path: str | None = "/monitoring/prometheus/metrics",
         max_request_bytes: int = 16 * 1024 * 1024,
@@ -464,8 +464,6 @@ def _prediction_service(app: DevServer) -> Any:
 def _model_service(app: DevServer) -> Any:
     from google.protobuf import text_format
     from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
-
-    from workloads.serving import tfs_config
 
     class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         def GetModelStatus(self, request, context):
