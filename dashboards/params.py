@@ -80,17 +80,23 @@ class Thresholds:
 
 @dataclasses.dataclass(frozen=True)
 class Deployment:
-    """Names the queries select on; they must match what the infra layer deploys (docs/interfaces.md)."""
+    """Names the queries select on; they must match what the infra layer deploys and the workloads name
+    (docs/interfaces.md). This package imports neither, so tests/dashboards/test_facts.py holds each
+    name equal to its definition there."""
 
     training_namespace: str = "mlstack-training"
+    """Namespace of the training jobs (infra.specs.namespaces.TRAINING)."""
     serving_namespace: str = "mlstack-serving"
+    """Namespace of TF Serving and its autoscaler (infra.specs.namespaces.SERVING)."""
     serving_hpa: str = "tf-serving"
-    """HorizontalPodAutoscaler of the TF Serving Deployment."""
+    """HorizontalPodAutoscaler of the TF Serving Deployment (infra.specs.serving.NAME)."""
     model_name: str = "fashion_mnist"
+    """The model TF Serving serves (workloads.serving.tfs_config.MODEL_NAME)."""
     node_exporter_job: str = "node-exporter"
     """Prometheus job label of node_exporter targets (kube-prometheus-stack's default)."""
     kafka_topic_pattern: str = "mlstack\\\\..*"
-    """Regular expression (PromQL string, escaped) of the Kafka topics the data alerts watch."""
+    """Regular expression (PromQL string, escaped) of the Kafka topics the data alerts watch: it matches
+    every topic of workloads.streaming.kafka."""
     runbook_base_url: str = "https://github.com/mlstack/mlstack/blob/main/docs/runbooks.md"
     """Every alert's runbook_url is this plus '#' and the alert name in lower case (a Markdown heading anchor)."""
 

@@ -7,26 +7,31 @@ from __future__ import annotations
 
 from dashboards.expr import sum_rate
 from dashboards.panels import Board, Graph, Query, Row, Stat
-from dashboards.params import DEPLOYMENT, THRESHOLDS
+from dashboards.params import THRESHOLDS
+from dashboards.rules.data import HDFS_FREE, KAFKA_LAG
 
-HDFS_FREE = "hdfs_namenode_capacity_remaining_bytes / hdfs_namenode_capacity_total_bytes"
+UID = "mlstack-data"
 
 
 def board() -> Board:
-    topics = f'{{topic=~"{DEPLOYMENT.kafka_topic_pattern}"}}'
-    kafka = Row(
+    return Board(
+        uid=UID,
+        title="mlstack / Data",
+        description="Kafka lag and replication, inference dead letters, streaming ingestion, HDFS capacity and blocks.",
+        rows=[_kafka(), _ingestion(), _hdfs_now(), _hdfs_over_time()],
+        tags=("mlstack", "data", "kafka", "hdfs"),
+    )
+
+
+def _kafka() -> Row:
+    return Row(
         "Kafka",
         [
             Graph(
                 "Consumer lag (brokers' view)",
                 "Messages each consumer group is behind on each mlstack topic, from kafka_exporter; "
                 "it keeps counting when a consumer is down.",
-                [
-                    Query(
-                        f"sum by (consumergroup, topic) (kafka_consumergroup_lag{topics})",
-                        "{{consumergroup}} {{topic}}",
-                    )
-                ],
+                [Query(KAFKA_LAG, "{{consumergroup}} {{topic}}")],
                 min=0,
             ),
             Graph(
@@ -68,7 +73,10 @@ def board() -> Board:
             ),
         ],
     )
-    ingestion = Row(
+
+
+def _ingestion() -> Row:
+    return Row(
         "Ingestion",
         [
             Graph(
@@ -87,7 +95,10 @@ def board() -> Board:
             ),
         ],
     )
-    hdfs_now = Row(
+
+
+def _hdfs_now() -> Row:
+    return Row(
         "HDFS",
         [
             Stat(
@@ -117,7 +128,10 @@ def board() -> Board:
             ),
         ],
     )
-    hdfs_trend = Row(
+
+
+def _hdfs_over_time() -> Row:
+    return Row(
         "HDFS over time",
         [
             Graph(
@@ -141,11 +155,4 @@ def board() -> Board:
                 min=0,
             ),
         ],
-    )
-    return Board(
-        uid="mlstack-data",
-        title="mlstack / Data",
-        description="Kafka lag and replication, inference dead letters, streaming ingestion, HDFS capacity and blocks.",
-        rows=[kafka, ingestion, hdfs_now, hdfs_trend],
-        tags=("mlstack", "data", "kafka", "hdfs"),
     )

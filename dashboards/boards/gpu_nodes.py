@@ -4,17 +4,29 @@ from __future__ import annotations
 
 from dashboards.expr import RATE_INTERVAL, sum_rate
 from dashboards.panels import Board, Graph, Query, Row
-from dashboards.params import DEPLOYMENT
+from dashboards.selectors import NODE_EXPORTER
 
+UID = "mlstack-gpu-nodes"
 GPU_LEGEND = "{{Hostname}} GPU {{gpu}}"
+NODES = f"{{{NODE_EXPORTER}}}"
+FILESYSTEMS = (
+    f'{{{NODE_EXPORTER}, fstype!~"tmpfs|overlay|squashfs|nsfs", mountpoint!~"/run.*|/var/lib/kubelet/.*"}}'
+)
+INTERFACES = f'{{{NODE_EXPORTER}, device!="lo"}}'
 
 
 def board() -> Board:
-    node = f'job="{DEPLOYMENT.node_exporter_job}"'
-    filesystems = (
-        f'{{{node}, fstype!~"tmpfs|overlay|squashfs|nsfs", mountpoint!~"/run.*|/var/lib/kubelet/.*"}}'
+    return Board(
+        uid=UID,
+        title="mlstack / GPUs and nodes",
+        description="Per-GPU health from the DCGM exporter and per-node resources from node_exporter.",
+        rows=[_gpus(), Row("Nodes (node_exporter)", [*_node_utilisation(), *_node_throughput()])],
+        tags=("mlstack", "gpu", "nodes"),
     )
-    gpus = Row(
+
+
+def _gpus() -> Row:
+    return Row(
         "GPUs (DCGM exporter)",
         [
             Graph(
@@ -59,91 +71,75 @@ def board() -> Board:
             ),
         ],
     )
-    nodes = Row(
-        "Nodes (node_exporter)",
-        [
-            Graph(
-                "CPU utilisation",
-                "Share of CPU time not idle, per node.",
-                [
-                    Query(
-                        f'1 - avg by (instance) (rate(node_cpu_seconds_total{{{node}, mode="idle"}}[{RATE_INTERVAL}]))',
-                        "{{instance}}",
-                    )
-                ],
-                unit="percentunit",
-                min=0,
-                max=1,
-            ),
-            Graph(
-                "Memory utilisation",
-                "Share of memory not available to new processes, per node.",
-                [
-                    Query(
-                        f"1 - node_memory_MemAvailable_bytes{{{node}}} / node_memory_MemTotal_bytes{{{node}}}",
-                        "{{instance}}",
-                    )
-                ],
-                unit="percentunit",
-                min=0,
-                max=1,
-            ),
-            Graph(
-                "Disk space used",
-                "Share of each real filesystem in use.",
-                [
-                    Query(
-                        f"1 - node_filesystem_avail_bytes{filesystems} / node_filesystem_size_bytes{filesystems}",
-                        "{{instance}} {{mountpoint}}",
-                    )
-                ],
-                unit="percentunit",
-                min=0,
-                max=1,
-                width=8,
-            ),
-            Graph(
-                "Disk throughput",
-                "Bytes read and written per second, per node.",
-                [
-                    Query(
-                        sum_rate("node_disk_read_bytes_total", f"{{{node}}}", ["instance"]),
-                        "{{instance}} read",
-                    ),
-                    Query(
-                        sum_rate("node_disk_written_bytes_total", f"{{{node}}}", ["instance"]),
-                        "{{instance}} written",
-                    ),
-                ],
-                unit="Bps",
-                width=8,
-            ),
-            Graph(
-                "Network throughput",
-                "Bytes received and sent per second on every interface but loopback, per node.",
-                [
-                    Query(
-                        sum_rate(
-                            "node_network_receive_bytes_total", f'{{{node}, device!="lo"}}', ["instance"]
-                        ),
-                        "{{instance}} received",
-                    ),
-                    Query(
-                        sum_rate(
-                            "node_network_transmit_bytes_total", f'{{{node}, device!="lo"}}', ["instance"]
-                        ),
-                        "{{instance}} sent",
-                    ),
-                ],
-                unit="Bps",
-                width=8,
-            ),
-        ],
-    )
-    return Board(
-        uid="mlstack-gpu-nodes",
-        title="mlstack / GPUs and nodes",
-        description="Per-GPU health from the DCGM exporter and per-node resources from node_exporter.",
-        rows=[gpus, nodes],
-        tags=("mlstack", "gpu", "nodes"),
-    )
+
+
+def _node_utilisation() -> list[Graph]:
+    """Shares of CPU, memory and disk space in use (0-1)."""
+    cpu_idle = f'rate(node_cpu_seconds_total{{{NODE_EXPORTER}, mode="idle"}}[{RATE_INTERVAL}])'
+    return [
+        Graph(
+            "CPU utilisation",
+            "Share of CPU time not idle, per node.",
+            [Query(f"1 - avg by (instance) ({cpu_idle})", "{{instance}}")],
+            unit="percentunit",
+            min=0,
+            max=1,
+        ),
+        Graph(
+            "Memory utilisation",
+            "Share of memory not available to new processes, per node.",
+            [
+                Query(
+                    f"1 - node_memory_MemAvailable_bytes{NODES} / node_memory_MemTotal_bytes{NODES}",
+                    "{{instance}}",
+                )
+            ],
+            unit="percentunit",
+            min=0,
+            max=1,
+        ),
+        Graph(
+            "Disk space used",
+            "Share of each real filesystem in use.",
+            [
+                Query(
+                    f"1 - node_filesystem_avail_bytes{FILESYSTEMS} / node_filesystem_size_bytes{FILESYSTEMS}",
+                    "{{instance}} {{mountpoint}}",
+                )
+            ],
+            unit="percentunit",
+            min=0,
+            max=1,
+            width=8,
+        ),
+    ]
+
+
+def _node_throughput() -> list[Graph]:
+    """Bytes per second through the disks and the network interfaces."""
+
+    def per_node(counter: str, selector: str, legend: str) -> Query:
+        return Query(sum_rate(counter, selector, ["instance"]), f"{{{{instance}}}} {legend}")
+
+    return [
+        Graph(
+            "Disk throughput",
+            "Bytes read and written per second, per node.",
+            [
+                per_node("node_disk_read_bytes_total", NODES, "read"),
+                per_node("node_disk_written_bytes_total", NODES, "written"),
+            ],
+            unit="Bps",
+            width=8,
+        ),
+        Graph(
+            "Network throughput",
+            "Bytes received and sent per second on every interface but loopback, per node.",
+            [
+                per_node("node_network_receive_bytes_total", INTERFACES, "received"),
+                per_node("node_network_transmit_bytes_total", INTERFACES, "sent"),
+            ],
+            unit="Bps",
+            width=8,
+        ),
+    ]

@@ -7,8 +7,9 @@ the ``namespace``/``pod``/``container`` that holds the GPU (its Kubernetes pod m
 
 from __future__ import annotations
 
-from dashboards.params import DEPLOYMENT, THRESHOLDS, Thresholds
+from dashboards.params import THRESHOLDS, Thresholds
 from dashboards.rules.model import Alert, Recording, RuleGroup, promql
+from dashboards.selectors import TRAINING_NAMESPACE
 
 GPU = "GPU {{ $labels.gpu }} ({{ $labels.modelName }}, {{ $labels.UUID }}) on {{ $labels.Hostname }}"
 
@@ -47,7 +48,7 @@ def group(t: Thresholds = THRESHOLDS) -> RuleGroup:
             ),
             Alert(
                 "GpuIdleWhileTraining",
-                f'{pod_utilisation}{{namespace="{DEPLOYMENT.training_namespace}"}} < {t.gpu_idle_utilisation_percent:g}',
+                f"{pod_utilisation}{TRAINING_NAMESPACE} < {t.gpu_idle_utilisation_percent:g}",
                 for_=t.gpu_idle_for,
                 severity="warning",
                 summary="A training pod holds GPUs it barely uses.",

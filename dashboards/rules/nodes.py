@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from dashboards.params import DEPLOYMENT, THRESHOLDS, Thresholds
+from dashboards.params import THRESHOLDS, Thresholds
 from dashboards.rules.model import Alert, RuleGroup
+from dashboards.selectors import NODE_EXPORTER
 
 
 def group(t: Thresholds = THRESHOLDS) -> RuleGroup:
     """The group at thresholds ``t`` (the integration test evaluates alerts at other thresholds live)."""
-    node = f'job="{DEPLOYMENT.node_exporter_job}"'
     return RuleGroup(
         name="mlstack-nodes",
         recordings=(),
         alerts=(
             Alert(
                 "NodeDown",
-                f"up{{{node}}} == 0",
+                f"up{{{NODE_EXPORTER}}} == 0",
                 for_=t.node_down_for,
                 severity="critical",
                 summary="Prometheus cannot scrape a node.",

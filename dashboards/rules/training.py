@@ -21,56 +21,59 @@ def step_rate(t: Thresholds = THRESHOLDS) -> str:
 
 def group(t: Thresholds = THRESHOLDS) -> RuleGroup:
     """The group at thresholds ``t`` (the integration test evaluates alerts at other thresholds live)."""
-    steps = step_rate(t)
-    newest_start = NEWEST_START
-    newest_checkpoint = NEWEST_CHECKPOINT
-    stall_seconds = seconds(t.training_stall_window)
-    max_age = f"{t.checkpoint_max_age_seconds:g}"
     return RuleGroup(
         name="mlstack-training",
         recordings=(
-            Recording(steps, f"sum by (run) (rate(mlstack_train_steps_total[{t.training_stall_window}]))"),
-            Recording(newest_start, "max by (run) (mlstack_train_start_timestamp_seconds)"),
+            Recording(
+                step_rate(t), f"sum by (run) (rate(mlstack_train_steps_total[{t.training_stall_window}]))"
+            ),
+            Recording(NEWEST_START, "max by (run) (mlstack_train_start_timestamp_seconds)"),
             # Only workers that wrote or restored a checkpoint report a positive timestamp.
             Recording(
-                newest_checkpoint, "max by (run) (mlstack_train_last_checkpoint_timestamp_seconds > 0)"
+                NEWEST_CHECKPOINT, "max by (run) (mlstack_train_last_checkpoint_timestamp_seconds > 0)"
             ),
         ),
-        alerts=(
-            Alert(
-                "TrainingStalled",
-                promql(f"""
-                    {steps} == 0
-                    and on (run)
-                    (time() - {newest_start} > {stall_seconds})
-                """),
-                for_=t.training_stall_for,
-                severity="critical",
-                summary="A training run stopped making progress.",
-                description=(
-                    f"Run {{{{ $labels.run }}}} completed no optimizer step in the last {t.training_stall_window} "
-                    "although its workers are still running."
-                ),
-            ),
-            Alert(
-                "TrainingCheckpointTooOld",
-                promql(f"""
-                    (time() - {newest_checkpoint} > {max_age})
-                    or
-                    (
-                      (time() - {newest_start} > {max_age})
-                      unless on (run)
-                      {newest_checkpoint}
-                    )
-                """),
-                for_=t.checkpoint_age_for,
-                severity="warning",
-                summary="A training run has not checkpointed for too long.",
-                description=(
-                    "Run {{ $labels.run }} has no checkpoint newer than "
-                    "{{ $value | humanizeDuration }} (limit "
-                    f"{t.checkpoint_max_age_seconds:g}s); a failure now would lose that much work."
-                ),
-            ),
+        alerts=(_stalled(t), _checkpoint_too_old(t)),
+    )
+
+
+def _stalled(t: Thresholds) -> Alert:
+    return Alert(
+        "TrainingStalled",
+        promql(f"""
+            {step_rate(t)} == 0
+            and on (run)
+            (time() - {NEWEST_START} > {seconds(t.training_stall_window)})
+        """),
+        for_=t.training_stall_for,
+        severity="critical",
+        summary="A training run stopped making progress.",
+        description=(
+            f"Run {{{{ $labels.run }}}} completed no optimizer step in the last {t.training_stall_window} "
+            "although its workers are still running."
+        ),
+    )
+
+
+def _checkpoint_too_old(t: Thresholds) -> Alert:
+    max_age = f"{t.checkpoint_max_age_seconds:g}"
+    return Alert(
+        "TrainingCheckpointTooOld",
+        promql(f"""
+            (time() - {NEWEST_CHECKPOINT} > {max_age})
+            or
+            (
+              (time() - {NEWEST_START} > {max_age})
+              unless on (run)
+              {NEWEST_CHECKPOINT}
+            )
+        """),
+        for_=t.checkpoint_age_for,
+        severity="warning",
+        summary="A training run has not checkpointed for too long.",
+        description=(
+            "Run {{ $labels.run }} has no checkpoint newer than "
+            "{{ $value | humanizeDuration }} (limit "
+            f"{t.checkpoint_max_age_seconds:g}s); a failure now would lose that much work."
         ),
     )

@@ -14,15 +14,16 @@ import dataclasses
 import pytest
 
 from dashboards import catalog, contract
+from dashboards.boards import training as training_board
 from dashboards.params import THRESHOLDS
 from dashboards.rules import serving, training
 from tests.dashboards.rig import live, loopback, scenario, snapshot
+from workloads.serving.tfs_config import MODEL_NAME as MODEL
 
 from .conftest import DASHBOARD_FILES, RULE_FILES
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live-prometheus")]
 RUN = scenario.Settings().run_name
-MODEL = "fashion_mnist"
 
 
 def alert_expr(group, name: str, **thresholds) -> str:
@@ -230,7 +231,7 @@ def test_dashboard_pngs_are_drawn_from_the_live_data(run, tmp_path):
     ],
 )
 def test_a_query_with_a_wrong_label_on_a_present_metric_is_caught_as_no_data(run, wrong, right):
-    training = next(dashboard for dashboard in run["dashboards"] if dashboard.path.stem == "mlstack-training")
+    training = next(dashboard for dashboard in run["dashboards"] if dashboard.path.stem == training_board.UID)
     expressions = [
         contract.Expression(training.path, f"panel 0 {name!r} query A", expr, "query")
         for name, expr in (("wrong", wrong), ("right", right))

@@ -20,13 +20,11 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from workloads.serving.dev.metrics import REQUEST_COUNT
 from workloads.serving.dev.process import ChildCommand, LocalDevServer, start_dev_server
+from workloads.serving.tfs_config import METRICS_PATH, MODEL_NAME
+from workloads.training import metrics as training_metrics
 
-MODEL_NAME = "fashion_mnist"
-INFERENCE_REQUESTS = "mlstack.inference.requests"
-INFERENCE_TOPICS = (INFERENCE_REQUESTS, "mlstack.inference.results", "mlstack.inference.dlq")
-INGEST_TOPIC = "mlstack.ingest.images"
-TF_SERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
 QUIET_KAFKA = {"log_level": 3}  # librdkafka errors only: the mock cluster is chatty
 # Requests serve-dev must answer 400 INVALID_ARGUMENT (TF Serving's code for a malformed request).
 MALFORMED_BODIES = (
@@ -101,7 +99,7 @@ class TrainingJob:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if record.get("logger") == "workloads.training.metrics" and "metrics_port" in record:
+            if record.get("logger") == training_metrics.log.name and "metrics_port" in record:
                 ports[int(record["rank"])] = f"127.0.0.1:{record['metrics_port']}"
         return ports
 
@@ -157,7 +155,7 @@ def finish(child: ChildCommand, timeout_s: float) -> None:
 
 
 def start_export(model_dir: pathlib.Path, serving_base: pathlib.Path, workdir: pathlib.Path) -> ChildCommand:
-    """``export``: publishes the trained model as the next version under ``serving_base/fashion_mnist/``."""
+    """``export``: publishes the trained model as the next version under ``serving_base/<MODEL_NAME>/``."""
     return ChildCommand.start(
         "export",
         ["--model-dir", str(model_dir), "--model-base-path", str(serving_base), "--model-name", MODEL_NAME],
@@ -196,14 +194,11 @@ def wait_until_available(server: LocalDevServer, timeout_s: float = 120) -> str:
 def wait_for_answered_requests(server: LocalDevServer, timeout_s: float = 120) -> None:
     """Until serve-dev has answered a request with OK (its own request counter says so)."""
     deadline = time.monotonic() + timeout_s
-    url = f"{server.rest_url}{TF_SERVING_METRICS_PATH}"
+    url = f"{server.rest_url}{METRICS_PATH}"
     while True:
         with urllib.request.urlopen(url, timeout=5) as response:
             page = response.read().decode("utf-8")
-        if any(
-            line.startswith(":tensorflow:serving:request_count{") and 'status="OK"' in line
-            for line in page.splitlines()
-        ):
+        if any(line.startswith(f"{REQUEST_COUNT}{{") and 'status="OK"' in line for line in page.splitlines()):
             return
         if time.monotonic() > deadline:
             raise WorkloadFailed(f"serve-dev answered no request OK within {timeout_s:g} s; {_tail(server)}")

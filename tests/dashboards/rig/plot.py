@@ -82,17 +82,6 @@ def draw(
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
-    from matplotlib.ticker import Formatter, NullFormatter
-
-    class UnitFormatter(Formatter):
-        def __init__(self, unit: str) -> None:
-            self.unit = unit
-
-        def __call__(self, value: float, pos: int | None = None) -> str:
-            return format_value(value, self.unit)
-
-        def format_ticks(self, values: Sequence[float]) -> list[str]:
-            return tick_labels(values, self.unit)
 
     shown = list(panels)[:MAX_PANELS]
     if not shown:
@@ -102,37 +91,64 @@ def draw(
     for axis in axes.flat[len(shown) :]:
         axis.set_visible(False)
     for axis, (panel, results) in zip(axes.flat, shown, strict=False):
-        defaults = panel.get("fieldConfig", {}).get("defaults", {})
-        unit = defaults.get("unit", "short")
-        scale = defaults.get("custom", {}).get("scaleDistribution", {})
-        if scale.get("type") == "log":
-            axis.set_yscale("log", base=scale.get("log", 10))
-        drawn = 0
-        for result in results:
-            target = next(t for t in panel["targets"] if t["refId"] == result.expression.ref)
-            for series in result.series:
-                if drawn >= MAX_SERIES:
-                    break
-                points = [(float(t) - start, float(v)) for t, v in series["values"]]
-                axis.plot(
-                    [p[0] for p in points],
-                    [p[1] for p in points],
-                    linewidth=1.2,
-                    label=legend(target.get("legendFormat", ""), series["metric"]),
-                )
-                drawn += 1
-        axis.set_title(panel["title"], fontsize=10, loc="left")
-        axis.yaxis.set_major_formatter(UnitFormatter(unit))
-        if scale.get("type") == "log":
-            axis.yaxis.set_minor_formatter(NullFormatter())  # decades only, as Grafana labels a log axis
-        axis.tick_params(labelsize=7)
-        axis.set_xlim(0, end - start)
-        axis.set_xlabel("seconds", fontsize=7)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=6, loc="upper left", framealpha=0.6)
+        _draw_panel(axis, panel, results, start, end)
     figure.suptitle(title, fontsize=12, x=0.01, ha="left")
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, format="png", metadata={"Software": None})
     pyplot.close(figure)
     return output
+
+
+def _draw_panel(
+    axis: Any, panel: dict[str, Any], results: Sequence[QueryResult], start: float, end: float
+) -> None:
+    """One panel on ``axis``: its series, title, unit and scale as Grafana draws them."""
+    from matplotlib.ticker import NullFormatter
+
+    defaults = panel.get("fieldConfig", {}).get("defaults", {})
+    scale = defaults.get("custom", {}).get("scaleDistribution", {})
+    if scale.get("type") == "log":
+        axis.set_yscale("log", base=scale.get("log", 10))
+    _plot_series(axis, panel, results, start)
+    axis.set_title(panel["title"], fontsize=10, loc="left")
+    axis.yaxis.set_major_formatter(_unit_formatter(defaults.get("unit", "short")))
+    if scale.get("type") == "log":
+        axis.yaxis.set_minor_formatter(NullFormatter())  # decades only, as Grafana labels a log axis
+    axis.tick_params(labelsize=7)
+    axis.set_xlim(0, end - start)
+    axis.set_xlabel("seconds", fontsize=7)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=6, loc="upper left", framealpha=0.6)
+
+
+def _plot_series(axis: Any, panel: dict[str, Any], results: Sequence[QueryResult], start: float) -> None:
+    """At most :data:`MAX_SERIES` lines, named by their query's legend format, over seconds since ``start``."""
+    drawn = 0
+    for result in results:
+        target = next(t for t in panel["targets"] if t["refId"] == result.expression.ref)
+        for series in result.series:
+            if drawn >= MAX_SERIES:
+                break
+            points = [(float(t) - start, float(v)) for t, v in series["values"]]
+            axis.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                linewidth=1.2,
+                label=legend(target.get("legendFormat", ""), series["metric"]),
+            )
+            drawn += 1
+
+
+def _unit_formatter(unit: str) -> Any:
+    """A matplotlib tick formatter writing values in Grafana's ``unit``."""
+    from matplotlib.ticker import Formatter
+
+    class UnitFormatter(Formatter):
+        def __call__(self, value: float, pos: int | None = None) -> str:
+            return format_value(value, unit)
+
+        def format_ticks(self, values: Sequence[float]) -> list[str]:
+            return tick_labels(values, unit)
+
+    return UnitFormatter()

@@ -38,6 +38,9 @@ from dashboards import catalog
 from dashboards.generate import PROMETHEUS_DIR, ROOT
 from dashboards.params import DEPLOYMENT
 from tests.dashboards.rig import live, local_workloads, loopback
+from workloads.serving.dev.process import ChildCommand, LocalDevServer
+from workloads.serving.tfs_config import METRICS_PATH, MODEL_NAME
+from workloads.streaming.kafka import DLQ_TOPIC, INGEST_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC
 
 RULE_FILES = sorted((ROOT / PROMETHEUS_DIR).glob("*.rules.yaml"))
 TRAINING_JOB = "mlstack-training"
@@ -45,6 +48,7 @@ SERVING_JOB = "tf-serving"
 INFER_JOB = "mlstack-infer-worker"
 INGEST_JOB = "mlstack-stream-ingest"
 TRAINING_WORKERS = 2
+KAFKA_TOPICS = (REQUESTS_TOPIC, RESULTS_TOPIC, DLQ_TOPIC, INGEST_TOPIC)
 # The scenario's phases (Scenario.phases), and its observations in the order they are taken.
 TRAINING = "training"
 SERVING = "serving"
@@ -175,7 +179,7 @@ def run(
     probes = probes or {}
     jobs = [
         loopback.ScrapeJob(TRAINING_JOB),
-        loopback.ScrapeJob(SERVING_JOB, metrics_path=local_workloads.TF_SERVING_METRICS_PATH),
+        loopback.ScrapeJob(SERVING_JOB, metrics_path=METRICS_PATH),
         loopback.ScrapeJob(INFER_JOB),
         loopback.ScrapeJob(INGEST_JOB),
     ]
@@ -265,6 +269,19 @@ def _follow_training(scenario: Scenario, job: local_workloads.TrainingJob, probe
     scenario.training_summary = json.loads((job.output / "training.json").read_text(encoding="utf-8"))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Serving:
+    """The serving workloads, running: serve-dev, the mock Kafka cluster, infer-worker and stream-ingest
+    (each Kafka service with its metrics ``host:port``)."""
+
+    server: LocalDevServer
+    kafka: local_workloads.MockKafka
+    infer: ChildCommand
+    infer_target: str
+    ingest: ChildCommand
+    ingest_target: str
+
+
 def _serve(
     scenario: Scenario,
     services: contextlib.ExitStack,
@@ -279,12 +296,33 @@ def _serve(
         "exporting the trained model while serve-dev waits for it, "
         "and infer-worker and stream-ingest start on a mock Kafka cluster"
     )
+    serving = _start_serving(scenario, services, model_dir, workdir)
+    progress(f"{settings.load_seconds:g} s of load test while Kafka requests and records are produced")
+    traffic_started = time.time()
+    _load(scenario, serving, workdir)
+    _wait_until_consumed(scenario, serving)
+    scenario.observations[SERVING_HEALTHY] = _observe(prometheus, probes.get(SERVING_HEALTHY, {}))
+
+    progress("a burst of malformed requests")
+    # A quarter as many malformed requests as valid ones so far: far over the 5% error ratio.
+    burst = max(100, (scenario.loadtest["requests"] + scenario.inference_requests) // 4)
+    scenario.malformed_codes += local_workloads.send_malformed(serving.server.rest_url, burst)
+    _wait_for_scrape_after(prometheus, SERVING_JOB, time.time())
+    scenario.observations[SERVING_ERRORS] = _observe(prometheus, probes.get(SERVING_ERRORS, {}))
+    return traffic_started
+
+
+def _start_serving(
+    scenario: Scenario, services: contextlib.ExitStack, model_dir: pathlib.Path, workdir: pathlib.Path
+) -> _Serving:
+    """Starts the serving workloads (stopped with ``services``), once serve-dev serves the exported model
+    and Prometheus scrapes them all."""
     models = workdir / "models"
     export = local_workloads.start_export(model_dir, models, workdir)
     services.callback(export.kill)  # a no-op once it has finished
-    server = local_workloads.serve(models / local_workloads.MODEL_NAME, workdir)
+    server = local_workloads.serve(models / MODEL_NAME, workdir)
     services.callback(server.terminate)
-    kafka = local_workloads.MockKafka([*local_workloads.INFERENCE_TOPICS, local_workloads.INGEST_TOPIC])
+    kafka = local_workloads.MockKafka(KAFKA_TOPICS)
     services.callback(kafka.close)
     infer, infer_target = local_workloads.start_kafka_service(
         "infer-worker",
@@ -303,68 +341,77 @@ def _serve(
     local_workloads.finish(export, timeout_s=300)
     scenario.served_version = local_workloads.wait_until_available(server)
     server_target = f"127.0.0.1:{server.rest_port}"
+    prometheus = scenario.stack.prometheus
     for job, target in ((SERVING_JOB, server_target), (INFER_JOB, infer_target), (INGEST_JOB, ingest_target)):
         prometheus.set_targets(job, [target])
     prometheus.wait_for_targets([server_target, infer_target, ingest_target])
+    return _Serving(server, kafka, infer, infer_target, ingest, ingest_target)
 
-    def produce_during_load() -> None:
-        local_workloads.wait_for_answered_requests(server)  # the load test is sending
-        pause = settings.load_seconds / settings.kafka_rounds
-        middle = settings.kafka_rounds // 2
-        for round_ in range(settings.kafka_rounds):
-            requests = local_workloads.inference_requests(settings.messages_per_round, seed=round_)
-            scenario.inference_requests += len(requests)
-            # Dead letters every other round. The few errors that reach serve-dev (an image the model
-            # rejects, a malformed request) come mid-load, among many good requests, so the healthy
-            # error ratio stays far under ServingErrorRateHigh's however slowly the load test runs;
-            # serve-dev's error series exists from then on, so the burst later shows as a rate.
-            poison = (
-                local_workloads.poison_requests(round_, with_model_rejection=round_ == middle)
-                if round_ % 2 == 0 or round_ == middle
-                else []
-            )
-            kafka.produce(local_workloads.INFERENCE_REQUESTS, [*requests, *poison])
-            records = local_workloads.ingest_records(settings.messages_per_round, seed=round_)
-            scenario.ingest_records += len(records) - 1  # the last one is rejected
-            kafka.produce(local_workloads.INGEST_TOPIC, records)
-            if round_ == middle:
-                scenario.malformed_codes += local_workloads.send_malformed(server.rest_url, 1)
-            time.sleep(pause)
 
-    progress(f"{settings.load_seconds:g} s of load test while Kafka requests and records are produced")
-    traffic_started = time.time()
+def _load(scenario: Scenario, serving: _Serving, workdir: pathlib.Path) -> None:
+    """The load test, while another thread produces the Kafka traffic."""
     failures: list[BaseException] = []
-    producer = threading.Thread(target=_recording(produce_during_load, failures), name="produce")
+    producer = threading.Thread(
+        target=_recording(lambda: _produce_during_load(scenario, serving), failures), name="produce"
+    )
     producer.start()
-    scenario.loadtest = local_workloads.loadtest(server.rest_url, settings.load_seconds, workdir)
+    scenario.loadtest = local_workloads.loadtest(
+        serving.server.rest_url, scenario.settings.load_seconds, workdir
+    )
     producer.join()
     if failures:
         raise ScenarioError(f"producing Kafka traffic failed: {failures[0]}") from failures[0]
-    what = "the Kafka services consuming every message"
+
+
+def _produce_during_load(scenario: Scenario, serving: _Serving) -> None:
+    """Rounds of inference requests (with poison) and ingest records, spread over the load test."""
+    settings = scenario.settings
+    local_workloads.wait_for_answered_requests(serving.server)  # the load test is sending
+    pause = settings.load_seconds / settings.kafka_rounds
+    middle = settings.kafka_rounds // 2
+    for round_ in range(settings.kafka_rounds):
+        requests = local_workloads.inference_requests(settings.messages_per_round, seed=round_)
+        scenario.inference_requests += len(requests)
+        # Dead letters every other round. The few errors that reach serve-dev (an image the model
+        # rejects, a malformed request) come mid-load, among many good requests, so the healthy
+        # error ratio stays far under ServingErrorRateHigh's however slowly the load test runs;
+        # serve-dev's error series exists from then on, so the burst later shows as a rate.
+        poison = (
+            local_workloads.poison_requests(round_, with_model_rejection=round_ == middle)
+            if round_ % 2 == 0 or round_ == middle
+            else []
+        )
+        serving.kafka.produce(REQUESTS_TOPIC, [*requests, *poison])
+        records = local_workloads.ingest_records(settings.messages_per_round, seed=round_)
+        scenario.ingest_records += len(records) - 1  # the last one is rejected
+        serving.kafka.produce(INGEST_TOPIC, records)
+        if round_ == middle:
+            scenario.malformed_codes += local_workloads.send_malformed(serving.server.rest_url, 1)
+        time.sleep(pause)
+
+
+def _wait_until_consumed(scenario: Scenario, serving: _Serving) -> None:
+    """Until Prometheus has seen the Kafka services consume every message; then the names each serving
+    workload serves."""
+    prometheus, what = scenario.stack.prometheus, "the Kafka services consuming every message"
     _wait_for(
         prometheus,
         f'sum(mlstack_infer_messages_total{{outcome="ok"}}) >= {scenario.inference_requests}',
         what,
-        infer.alive,
+        serving.infer.alive,
     )
     _wait_for(
-        prometheus, f"sum(mlstack_ingest_records_total) >= {scenario.ingest_records}", what, ingest.alive
+        prometheus,
+        f"sum(mlstack_ingest_records_total) >= {scenario.ingest_records}",
+        what,
+        serving.ingest.alive,
     )
     for source, url in (
-        ("serve-dev", f"{server.rest_url}{local_workloads.TF_SERVING_METRICS_PATH}"),
-        ("infer-worker", f"http://{infer_target}/metrics"),
-        ("stream-ingest", f"http://{ingest_target}/metrics"),
+        ("serve-dev", f"{serving.server.rest_url}{METRICS_PATH}"),
+        ("infer-worker", f"http://{serving.infer_target}/metrics"),
+        ("stream-ingest", f"http://{serving.ingest_target}/metrics"),
     ):
         scenario.stack.exported_here[source] = catalog.scrape_names(url)
-    scenario.observations[SERVING_HEALTHY] = _observe(prometheus, probes.get(SERVING_HEALTHY, {}))
-
-    progress("a burst of malformed requests")
-    # A quarter as many malformed requests as valid ones so far: far over the 5% error ratio.
-    burst = max(100, (scenario.loadtest["requests"] + scenario.inference_requests) // 4)
-    scenario.malformed_codes += local_workloads.send_malformed(server.rest_url, burst)
-    _wait_for_scrape_after(prometheus, SERVING_JOB, time.time())
-    scenario.observations[SERVING_ERRORS] = _observe(prometheus, probes.get(SERVING_ERRORS, {}))
-    return traffic_started
 
 
 def _recording(function: Callable[[], None], failures: list[BaseException]) -> Callable[[], None]:

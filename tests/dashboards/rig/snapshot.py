@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Sequence
 
 from dashboards import contract
+from dashboards.boards import data, serving, training
 from dashboards.generate import GRAFANA_DIR, ROOT
 from tests.dashboards.rig import live, plot, scenario
 
@@ -30,9 +31,9 @@ DASHBOARD_FILES = sorted((ROOT / GRAFANA_DIR).glob("*.json"))
 # Longer than the integration test's run, for fuller pictures.
 SNAPSHOT_SETTINGS = scenario.Settings(epochs=16, load_seconds=20, kafka_rounds=10)
 PHASE_OF_DASHBOARD = {
-    "mlstack-training": scenario.TRAINING,
-    "mlstack-serving": scenario.SERVING,
-    "mlstack-data": scenario.SERVING,
+    training.UID: scenario.TRAINING,
+    serving.UID: scenario.SERVING,
+    data.UID: scenario.SERVING,
 }
 
 

@@ -9,7 +9,7 @@ REST (``--port``, TF Serving's 8501):
 - ``POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict`` (row ``instances`` or columnar
   ``inputs``, ``{"b64": ...}`` for binary strings);
 - ``GET /v1/models/<name>[/versions/<v>|/labels/<l>]`` (status) and ``.../metadata`` (signatures);
-- ``GET /monitoring/prometheus/metrics`` (TF Serving's metric names, see :mod:`tfs_metrics`).
+- ``GET /monitoring/prometheus/metrics`` (TF Serving's metric names, see :mod:`workloads.serving.dev.metrics`).
 
 gRPC (``--grpc-port``, TF Serving's 8500): ``PredictionService.Predict`` and ``GetModelMetadata``,
 ``ModelService.GetModelStatus`` and ``HandleReloadConfigRequest``.
@@ -303,7 +303,7 @@ class DevServer:
         rest_port: int = tfs_config.REST_PORT,
         grpc_port: int | None = tfs_config.GRPC_PORT,
         batching: BatchingParameters | None = None,
-        metrics_path: str | None = "/monitoring/prometheus/metrics",
+        metrics_path: str | None = tfs_config.METRICS_PATH,
         max_request_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.manager = manager
