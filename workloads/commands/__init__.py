@@ -1,1 +1,2 @@
-"""The ``python -m workloads`` commands of the data, training and model-selection workloads."""
+"""Every ``python -m workloads <command>``, one module each, named after the command (``serve-dev``:
+``serve_dev.py``); :mod:`workloads.cli` lists them."""
