@@ -14,8 +14,8 @@ import yaml
 
 from infra.components.host_configuration import SCRIPT
 from infra.specs import inventory
-from tests.infra import interfaces
 from tests.infra.program import FAKE_KUBECONFIG, ProgramRun
+from tests.support import interfaces
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
 CONNECTION_VARIABLES = {"ansible_host", "ansible_user"}

@@ -8,8 +8,8 @@ import yaml
 from infra import config
 from infra.config import Streaming
 from infra.specs import inventory, namespaces, network, ports, streaming
-from tests.infra import interfaces
 from tests.infra.program import ROOT, STACKS, run_program
+from tests.support import interfaces
 from workloads.serving import tfs_config
 from workloads.streaming import kafka
 

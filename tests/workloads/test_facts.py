@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from tests.infra import interfaces
+from tests.support import interfaces
 from workloads import cli, models
 from workloads.commands import infer_worker, pipeline, search, stream_ingest, train
 from workloads.core.settings import ConfigError

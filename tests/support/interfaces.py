@@ -1,10 +1,12 @@
-"""Reads the tables of docs/interfaces.md, so tests compare the program with the contract itself."""
+"""Reads the tables of docs/interfaces.md, the contract between the layers, so every layer's tests compare
+themselves with the contract itself."""
 
 from __future__ import annotations
 
+import pathlib
 import re
 
-from tests.infra.program import ROOT
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 DOC = ROOT / "docs" / "interfaces.md"
 
