@@ -80,12 +80,7 @@ class Config(CommandConfig):
         METRICS_PORT, help="Prometheus metrics port; 0 = any free port, none = off", check=tcp_port
     )
     metrics_host: str = option("0.0.0.0", help="address the metrics endpoint listens on")
-    kafka_config: tuple[str, ...] = option(
-        (),
-        help="extra librdkafka settings KEY=VALUE (security.protocol=SSL, sasl.*)",
-        check=kafka.check_kafka_settings,
-        secret=True,
-    )
+    kafka_config: tuple[str, ...] = kafka.settings_option()
     ready_file: str | None = option(None, help="write {metrics_port, pid} as JSON here once consuming")
 
 

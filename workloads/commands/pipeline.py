@@ -11,8 +11,9 @@ import dataclasses
 import pathlib
 
 from workloads import models
+from workloads.commands.search import trial_option
 from workloads.core import storage
-from workloads.core.settings import CommandConfig, non_negative, option, positive
+from workloads.core.settings import CommandConfig, option, positive
 from workloads.serving.tfs_config import MODEL_NAME
 from workloads.workflow import search, selection
 from workloads.workflow.pipeline import DataSource, PipelineSettings, run_pipeline
@@ -35,22 +36,16 @@ class Config(CommandConfig):
     )
     learning_rates: tuple[float, ...] = option(Grid.learning_rates, help="learning rates in the grid")
     batch_sizes: tuple[int, ...] = option(Grid.batch_sizes, help="global batch sizes in the grid")
-    epochs: int = option(SearchSettings.epochs, help="epochs per trial", check=positive)
+    epochs: int = trial_option("epochs")
     workers_per_trial: int = option(
         SearchSettings.workers_per_trial, help="worker processes per trial", check=positive
     )
     checkpoint_every: int = option(
         SearchSettings.checkpoint_every, help="steps between checkpoints", check=positive
     )
-    max_restarts: int = option(
-        SearchSettings.max_restarts, help="group restarts per trial after a worker dies", check=non_negative
-    )
-    trial_timeout: float = option(
-        SearchSettings.trial_timeout, help="seconds before a trial is stopped", check=positive
-    )
-    collective_timeout: float = option(
-        SearchSettings.collective_timeout, help="seconds a collective waits for a lost peer", check=positive
-    )
+    max_restarts: int = trial_option("max_restarts")
+    trial_timeout: float = trial_option("trial_timeout")
+    collective_timeout: float = trial_option("collective_timeout")
     metric: str = option("accuracy", help="selection metric", choices=tuple(selection.METRICS))
     model_name: str = option(MODEL_NAME, help="TF Serving model name")
     seed: int = option(SearchSettings.seed, help="seed for the synthetic data, initial weights and shuffling")

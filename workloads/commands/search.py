@@ -9,15 +9,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+from typing import Any
 
 from workloads import models
 from workloads.core import logs, storage
-from workloads.core.settings import CommandConfig, non_negative, option, positive
+from workloads.core.settings import Check, CommandConfig, non_negative, option, positive
 from workloads.workflow import search
 from workloads.workflow.search import Grid, SearchSettings
 
 HELP = "hyperparameter grid search: one multi-worker training job per grid point"
 log = logging.getLogger(__name__)
+
+# The flags of how every trial runs, shared by `search` and `pipeline`: name -> (help, check).
+_TRIAL_FLAGS: dict[str, tuple[str, Check]] = {
+    "epochs": ("epochs per trial", positive),
+    "max_restarts": ("group restarts per trial after a worker dies", non_negative),
+    "trial_timeout": ("seconds before a trial is stopped", positive),
+    "collective_timeout": ("seconds a collective waits for a lost peer", positive),
+}
+
+
+def trial_option(name: str) -> Any:
+    """The flag of the trial setting ``name``; its default is :class:`SearchSettings`'s."""
+    help_text, check = _TRIAL_FLAGS[name]
+    return option(getattr(SearchSettings, name), help=help_text, check=check)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +42,7 @@ class Config(CommandConfig):
     models: tuple[str, ...] = option(Grid.models, help="model variants to try", check=models.unknown_models)
     learning_rates: tuple[float, ...] = option(Grid.learning_rates, help="learning rates to try")
     batch_sizes: tuple[int, ...] = option(Grid.batch_sizes, help="global batch sizes to try")
-    epochs: int = option(SearchSettings.epochs, help="epochs per trial", check=positive)
+    epochs: int = trial_option("epochs")
     seed: int = option(
         SearchSettings.seed, help="seed shared by every trial (same data order and initial weights)"
     )
@@ -39,15 +54,9 @@ class Config(CommandConfig):
     checkpoint_every: int = option(
         SearchSettings.checkpoint_every, help="steps between checkpoints of a trial", check=positive
     )
-    max_restarts: int = option(
-        SearchSettings.max_restarts, help="group restarts per trial after a worker dies", check=non_negative
-    )
-    trial_timeout: float = option(
-        SearchSettings.trial_timeout, help="seconds before a trial is stopped", check=positive
-    )
-    collective_timeout: float = option(
-        SearchSettings.collective_timeout, help="seconds a collective waits for a lost peer", check=positive
-    )
+    max_restarts: int = trial_option("max_restarts")
+    trial_timeout: float = trial_option("trial_timeout")
+    collective_timeout: float = trial_option("collective_timeout")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// data (sets AWS_ENDPOINT_URL)")
 
     def validate(self) -> None:

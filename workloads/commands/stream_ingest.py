@@ -55,12 +55,7 @@ class Config(CommandConfig):
     )
     metrics_host: str = option("0.0.0.0", help="address the metrics endpoint listens on")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// output (sets AWS_ENDPOINT_URL)")
-    kafka_config: tuple[str, ...] = option(
-        (),
-        help="extra librdkafka settings KEY=VALUE (security.protocol=SSL, sasl.*)",
-        check=kafka.check_kafka_settings,
-        secret=True,
-    )
+    kafka_config: tuple[str, ...] = kafka.settings_option()
     ready_file: str | None = option(None, help="write {metrics_port, pid} as JSON here once consuming")
 
 

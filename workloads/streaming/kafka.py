@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from workloads.core.fsutil import atomic_write_text
+from workloads.core.settings import option
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,16 @@ def check_kafka_settings(items: tuple[str, ...]) -> str | None:
         if not sep or not key.strip():
             return f"each Kafka setting is KEY=VALUE (librdkafka names, e.g. security.protocol=SSL), got {item!r}"
     return None
+
+
+def settings_option() -> Any:
+    """The ``--kafka-config KEY=VALUE`` flag of both services (librdkafka settings, masked in logs)."""
+    return option(
+        (),
+        help="extra librdkafka settings KEY=VALUE (security.protocol=SSL, sasl.*)",
+        check=check_kafka_settings,
+        secret=True,
+    )
 
 
 def kafka_settings(items: Sequence[str]) -> dict[str, str]:
