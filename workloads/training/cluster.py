@@ -74,6 +74,25 @@ def detect(environ: Mapping[str, str]) -> ClusterInfo:
 
 
 def from_tf_config(text: str) -> ClusterInfo:
+    """This task's place in the job from ``TF_CONFIG``, every part checked (see the module docstring)."""
+    cluster_json, task_json = _load_tf_config(text)
+    cluster = _cluster_spec(cluster_json)
+    task_type, task_index = _task(task_json, cluster)
+    chiefs, workers = len(cluster.get("chief", ())), len(cluster.get("worker", ()))
+    if chiefs + workers == 0:
+        raise ClusterConfigError("TF_CONFIG.cluster has no chief and no worker: nothing would train")
+    return ClusterInfo(
+        source="tf_config",
+        task_type=task_type,
+        task_index=task_index,
+        rank=_rank(task_type, task_index, chiefs),
+        world_size=chiefs + workers,
+        cluster=cluster,
+    )
+
+
+def _load_tf_config(text: str) -> tuple[dict, dict]:
+    """``TF_CONFIG``'s ``cluster`` and ``task`` objects, present and of the right kind."""
     try:
         config = json.loads(text)
     except ValueError as error:
@@ -88,6 +107,11 @@ def from_tf_config(text: str) -> ClusterInfo:
         )
     if not isinstance(task, dict):
         raise ClusterConfigError("TF_CONFIG.task is missing: expected {'type': 'worker', 'index': 0}")
+    return cluster, task
+
+
+def _cluster_spec(cluster: dict) -> dict[str, tuple[str, ...]]:
+    """``TF_CONFIG.cluster`` as task type -> addresses: known types, 'host:port' addresses, each once."""
     tasks: dict[str, tuple[str, ...]] = {}
     for task_type, addresses in cluster.items():
         if task_type not in TASK_TYPES:
@@ -108,34 +132,32 @@ def from_tf_config(text: str) -> ClusterInfo:
     duplicates = sorted({a for a in all_addresses if all_addresses.count(a) > 1})
     if duplicates:
         raise ClusterConfigError(f"TF_CONFIG.cluster lists {duplicates} more than once")
+    return tasks
+
+
+def _task(task: dict, cluster: Mapping[str, tuple[str, ...]]) -> tuple[str, int]:
+    """``TF_CONFIG.task`` as (type, index), a task the cluster lists (an evaluator need not be listed)."""
     task_type, task_index = task.get("type"), task.get("index", 0)
     if task_type not in TASK_TYPES:
         raise ClusterConfigError(f"TF_CONFIG.task.type is {task_type!r}; valid: {list(TASK_TYPES)}")
     if not isinstance(task_index, int) or isinstance(task_index, bool) or task_index < 0:
         raise ClusterConfigError(f"TF_CONFIG.task.index must be a non-negative integer, got {task_index!r}")
     if task_type != "evaluator":
-        listed = tasks.get(task_type, ())
+        listed = cluster.get(task_type, ())
         if task_index >= len(listed):
             raise ClusterConfigError(
                 f"TF_CONFIG.task is {task_type} {task_index}, but cluster.{task_type} lists {len(listed)} task(s)"
             )
-    chiefs, workers = len(tasks.get("chief", ())), len(tasks.get("worker", ()))
-    if chiefs + workers == 0:
-        raise ClusterConfigError("TF_CONFIG.cluster has no chief and no worker: nothing would train")
+    return task_type, task_index
+
+
+def _rank(task_type: str, task_index: int, chiefs: int) -> int | None:
+    """Rank among the training replicas: the chief 0, worker ``i`` after it; None for ps and evaluator."""
     if task_type == "chief":
-        rank: int | None = 0
-    elif task_type == "worker":
-        rank = chiefs + task_index
-    else:
-        rank = None
-    return ClusterInfo(
-        source="tf_config",
-        task_type=task_type,
-        task_index=task_index,
-        rank=rank,
-        world_size=chiefs + workers,
-        cluster=tasks,
-    )
+        return 0
+    if task_type == "worker":
+        return chiefs + task_index
+    return None
 
 
 def from_torchrun(environ: Mapping[str, str]) -> ClusterInfo:

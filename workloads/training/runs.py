@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
 from workloads import models
-from workloads.core import logs, storage
+from workloads.core import logs, progress, storage
 from workloads.core.errors import CheckpointError, DataError, WorkloadError
 from workloads.data import datasets
 from workloads.data.sampling import WorkerBatches
@@ -66,6 +68,23 @@ def open_training_data(config: TrainConfig) -> tuple[str, ShardSet]:
     return splits.train, data
 
 
+def worker_batches(
+    config: TrainConfig, url: str, data: ShardSet, *, rank: int = 0, world_size: int = 1
+) -> tuple[WorkerBatches, int]:
+    """This worker's batches of ``data`` and the run's total steps, logged as its training data."""
+    batches = WorkerBatches(
+        data,
+        global_batch_size=config.batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=config.seed,
+        shuffle_window=config.shuffle_window,
+    )
+    total_steps = config.epochs * batches.steps_per_epoch
+    log_training_data(url, batches, total_steps)
+    return batches, total_steps
+
+
 def log_training_data(url: str, batches: WorkerBatches, total_steps: int) -> None:
     log.info(
         "training data",
@@ -90,6 +109,38 @@ def checkpoint_identity(framework: str, config: TrainConfig, records: int) -> di
         "seed": config.seed,
         "records": records,
     }
+
+
+def checkpoint_store(config: TrainConfig) -> CheckpointStore | None:
+    """The store under ``--checkpoint-dir``; None when the run keeps no checkpoints."""
+    if not config.checkpoint_dir:
+        return None
+    return CheckpointStore(config.checkpoint_dir, keep=config.keep_checkpoints)
+
+
+def checkpoint_due(config: TrainConfig, step: int, total_steps: int) -> bool:
+    """Whether a checkpoint is written after ``step``: every ``--checkpoint-every`` steps and at the end."""
+    return step % config.checkpoint_every == 0 or step == total_steps
+
+
+def latest_checkpoint(
+    store: CheckpointStore | None, identity: Mapping[str, Any], *, is_chief: bool
+) -> CheckpointState | None:
+    """The checkpoint this run resumes from, checked to be one of its own; None for a fresh start.
+
+    The chief first removes what a killed writer left behind; a fresh start is logged.
+    """
+    if store is None:
+        log_fresh_start(None)
+        return None
+    if is_chief:
+        store.remove_stale_staging()
+    state = store.latest()
+    if state is None:
+        log_fresh_start(store)
+        return None
+    check_resumable(store, state, identity)
+    return state
 
 
 def check_resumable(store: CheckpointStore, state: CheckpointState, expected: Mapping[str, Any]) -> None:
@@ -142,6 +193,17 @@ def log_step(step: int, total_steps: int, epoch: int, loss: float, samples: int,
             loss=round(loss, 5),
             samples_per_second=round(samples / seconds, 1) if seconds > 0 else None,
         ),
+    )
+
+
+def progress_bar(config: TrainConfig, total_steps: int, start_step: int, *, is_chief: bool = True) -> Any:
+    """The training progress bar, continuing from ``start_step``; only the chief may show it."""
+    return progress.bar(
+        total_steps,
+        f"train {config.model}",
+        unit="step",
+        initial=start_step,
+        enabled=None if is_chief else False,
     )
 
 
@@ -212,3 +274,16 @@ def write_trained_model(
     except OSError as error:
         raise WorkloadError(f"could not write the trained model to {config.output}: {error}") from error
     log.info("trained model written", extra=logs.fields(output=config.output, steps=step))
+
+
+def exit_now() -> NoReturn:
+    """Ends a finished training process at once, its logs flushed.
+
+    What remains is the interpreter's teardown of the frameworks: seconds per process (for a
+    multi-worker TensorFlow process, waits on its peers) that the launcher and the next job would
+    wait for.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -19,18 +19,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from typing import Any
 
 import numpy as np
 
 from workloads import models
-from workloads.core import logs, progress, storage
+from workloads.core import logs, storage
 from workloads.core.errors import CheckpointError, ClusterConfigError
-from workloads.data.sampling import WorkerBatches, uneven_split
+from workloads.data.sampling import uneven_split
 from workloads.training import cluster, runs, tf_runtime
-from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
 from workloads.training.metrics import TrainingMetrics
 
@@ -65,6 +63,7 @@ class _Trainer:
         self.info = info
         self.metrics = metrics
         self.started = time.monotonic()
+        self.input_failures: list[BaseException] = []  # raised by this worker's batch generator
 
     def run(self) -> int:
         tf = self.tf = tf_runtime.import_tensorflow(self.config.threads)
@@ -72,56 +71,66 @@ class _Trainer:
             return self._run()
 
     def _run(self) -> int:
+        start_step = self._set_up()
+        dataset = self._distribute_dataset(start_step)
+        self.distributed_train_step = self._distributed_train_step_function()
+        self.average_statistics = self._averaging_function()
+        step, history = self._train(start_step, iter(dataset))
+        self._finish(start_step, step, history)
+        return 0
+
+    def _set_up(self) -> int:
+        """Strategy, this worker's data, model, optimizer, the checkpoint restored; returns the start step."""
         tf, config = self.tf, self.config
         data_url, data = runs.open_training_data(config)
+        self.strategy = self._make_strategy()
+        self.batches, self.total_steps = runs.worker_batches(
+            config, data_url, data, rank=self.info.rank, world_size=self.info.world_size
+        )
+        self.model, self.optimizer = self._build_model()
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.store = runs.checkpoint_store(config)
+        self.identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
+        start_step = self._restore()
+        self.metrics.record_resume(start_step)
+        return start_step
+
+    def _make_strategy(self) -> Any:
+        """MultiWorkerMirroredStrategy with timed collectives, checked against the workers and batch size."""
+        tf, config, world_size = self.tf, self.config, self.info.world_size
         self._configure_coordination()
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=config.collective_timeout)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-        if strategy.num_replicas_in_sync % self.info.world_size:
+        if strategy.num_replicas_in_sync % world_size:
             raise ClusterConfigError(
-                f"{strategy.num_replicas_in_sync} replicas in sync for {self.info.world_size} workers: "
+                f"{strategy.num_replicas_in_sync} replicas in sync for {world_size} workers: "
                 "each worker must have the same number of devices"
             )
-        replicas_per_worker = strategy.num_replicas_in_sync // self.info.world_size
         replicas = strategy.num_replicas_in_sync
         if problem := uneven_split(config.batch_size, replicas, "replicas (devices across all workers)"):
             raise ClusterConfigError(f"--batch-size: {problem}")
-        batches = WorkerBatches(
-            data,
-            global_batch_size=config.batch_size,
-            rank=self.info.rank,
-            world_size=self.info.world_size,
-            seed=config.seed,
-            shuffle_window=config.shuffle_window,
-        )
-        total_steps = config.epochs * batches.steps_per_epoch
-        runs.log_training_data(data_url, batches, total_steps)
-        with strategy.scope():
-            model = models.build_model(config.model, seed=config.seed)
+        return strategy
+
+    def _build_model(self) -> tuple[Any, Any]:
+        """The seeded model and its built Adam optimizer, mirrored on every replica."""
+        with self.strategy.scope():
+            model = models.build_model(self.config.model, seed=self.config.seed)
             import keras
 
-            optimizer = keras.optimizers.Adam(config.learning_rate)
+            optimizer = keras.optimizers.Adam(self.config.learning_rate)
             optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        store = (
-            CheckpointStore(config.checkpoint_dir, keep=config.keep_checkpoints)
-            if config.checkpoint_dir
-            else None
-        )
-        start_step = self._restore(store, checkpoint, batches, len(data))
-        self.metrics.record_resume(start_step)
+        return model, optimizer
 
-        per_replica_batch = config.batch_size // strategy.num_replicas_in_sync
-        failure: list[BaseException] = []
+    def _distribute_dataset(self, start_step: int) -> Any:
+        """This worker's batches from ``start_step`` on, one element per local replica and step."""
+        batches, total_steps, info = self.batches, self.total_steps, self.info
+        replicas_per_worker = self.strategy.num_replicas_in_sync // info.world_size
 
         def worker_dataset(context: Any):
-            if (context.input_pipeline_id, context.num_input_pipelines) != (
-                self.info.rank,
-                self.info.world_size,
-            ):
+            if (context.input_pipeline_id, context.num_input_pipelines) != (info.rank, info.world_size):
                 raise ClusterConfigError(
                     f"strategy says input pipeline {context.input_pipeline_id} of {context.num_input_pipelines}, "
-                    f"TF_CONFIG says rank {self.info.rank} of {self.info.world_size}"
+                    f"TF_CONFIG says rank {info.rank} of {info.world_size}"
                 )
             from workloads.data.tf_adapter import batches_dataset
 
@@ -129,55 +138,62 @@ class _Trainer:
                 try:
                     yield from batches.steps(start_step, total_steps)
                 except Exception as error:  # surfaced after TensorFlow reports the generator failed
-                    failure.append(error)
+                    self.input_failures.append(error)
                     raise
 
             # One element per local replica: a worker batch split into per-replica batches, in order.
             return batches_dataset(
-                make, data.manifest.image_shape, batches.per_worker_batch, split=replicas_per_worker
+                make, batches.data.manifest.image_shape, batches.per_worker_batch, split=replicas_per_worker
             )
 
-        distributed = strategy.distribute_datasets_from_function(worker_dataset)
-        step_fn = self._step_function(strategy, model, optimizer, per_replica_batch)
-        self.average_statistics = self._averaging_function(strategy, model)
-        iterator = iter(distributed)
+        return self.strategy.distribute_datasets_from_function(worker_dataset)
+
+    def _train(self, start_step: int, iterator: Any) -> tuple[int, dict[int, list[float]]]:
+        """The epochs from ``start_step`` on; returns the last step and each epoch's step losses.
+
+        A failure of this worker's batch generator reaches the loop as TensorFlow's error; it is
+        raised as itself.
+        """
         step = start_step
-        with progress.bar(
-            total_steps,
-            f"train {config.model}",
-            unit="step",
-            initial=start_step,
-            enabled=self._show_progress(),
-        ) as bar:
-            report = runs.StepReporter(self.metrics, bar, total_steps, config.log_every)
+        with runs.progress_bar(self.config, self.total_steps, start_step, is_chief=self.info.is_chief) as bar:
+            report = runs.StepReporter(self.metrics, bar, self.total_steps, self.config.log_every)
             try:
-                while step < total_steps:
-                    epoch, _ = batches.position(step)
-                    began = time.perf_counter()
-                    loss = float(step_fn(iterator))
-                    elapsed = time.perf_counter() - began
-                    step += 1
-                    report.step_done(step, epoch, loss, batches.per_worker_batch, elapsed)
-                    if store and (step % config.checkpoint_every == 0 or step == total_steps):
-                        self._save(store, checkpoint, batches, step, len(data))
-            except tf.errors.OpError:
-                if failure:
-                    raise failure[0] from None
+                for epoch in range(start_step // self.batches.steps_per_epoch, self.config.epochs):
+                    step = self._train_one_epoch(epoch, step, iterator, report)
+            except self.tf.errors.OpError:
+                if self.input_failures:
+                    raise self.input_failures[0] from None
                 raise
+        return step, report.history
+
+    def _train_one_epoch(self, epoch: int, step: int, iterator: Any, report: runs.StepReporter) -> int:
+        """The steps of ``epoch`` from global ``step`` on, checkpointed on schedule; returns the next step."""
+        end_of_epoch = (epoch + 1) * self.batches.steps_per_epoch
+        while step < end_of_epoch:
+            began = time.perf_counter()
+            loss = float(self.distributed_train_step(iterator))
+            elapsed = time.perf_counter() - began
+            step += 1
+            report.step_done(step, epoch, loss, self.batches.per_worker_batch, elapsed)
+            if self.store and runs.checkpoint_due(self.config, step, self.total_steps):
+                self._save(step)
+        return step
+
+    def _finish(self, start_step: int, step: int, history: dict[int, list[float]]) -> None:
+        """Statistics averaged, the chief writes the model, every worker meets at a barrier and leaves."""
         self.average_statistics()
-        weights = [np.asarray(w) for w in model.weights]
+        weights = [np.asarray(w) for w in self.model.weights]
         digest = runs.weights_digest(weights)
         log.info("final weights", extra=logs.fields(step=step, weights_sha256=digest))
         if self.info.is_chief:
-            self._write_model(model, start_step, step, report.history, digest)
-        barrier = self._barrier_function(strategy)
+            self._write_model(start_step, step, history, digest)
+        barrier = self._barrier_function()
         barrier()  # every worker is past its last write (the chief's model included)
         if self.info.world_size > 1:
             self._leave(barrier)
-        return 0
 
-    def _barrier_function(self, strategy: Any):
-        tf = self.tf
+    def _barrier_function(self):
+        tf, strategy = self.tf, self.strategy
 
         @tf.function
         def barrier():
@@ -199,10 +215,7 @@ class _Trainer:
         with contextlib.suppress(self.tf.errors.OpError):
             barrier()
         log.info("all workers done; exiting", extra=logs.fields(rank=self.info.rank))
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        runs.exit_now()
 
     def _configure_coordination(self) -> None:
         """Timeouts of TensorFlow's coordination service, which MWMS uses to watch its peers.
@@ -237,13 +250,17 @@ class _Trainer:
             coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=n, num_tasks=k) for n, k in jobs],
         )
 
-    def _step_function(self, strategy: Any, model: Any, optimizer: Any, per_replica_batch: int):
-        tf = self.tf
+    def _distributed_train_step_function(self):
+        """``distributed_train_step(iterator)``: ``train_step`` on every replica, the loss summed.
+
+        Each replica's loss is scaled by the global batch size, so the sum is the global mean loss.
+        """
+        tf, strategy, model, optimizer = self.tf, self.strategy, self.model, self.optimizer
         import keras
 
         global_batch = self.config.batch_size
 
-        def replica_step(images, labels):
+        def train_step(images, labels):
             with tf.GradientTape() as tape:
                 scores = model(tf.cast(images, tf.float32), training=True)
                 per_example = keras.losses.sparse_categorical_crossentropy(labels, scores)
@@ -255,18 +272,18 @@ class _Trainer:
             return loss
 
         @tf.function
-        def distributed_step(iterator):
+        def distributed_train_step(iterator):
             images, labels = next(iterator)
-            per_replica = strategy.run(replica_step, args=(images, labels))
+            per_replica = strategy.run(train_step, args=(images, labels))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-        return distributed_step
+        return distributed_train_step
 
-    def _averaging_function(self, strategy: Any, model: Any):
+    def _averaging_function(self):
         """Averages the batch-norm moving statistics across replicas (one all-reduce), so every
         replica, every checkpoint and the saved model hold the same values."""
-        tf = self.tf
-        statistics = models.moving_statistics(model)
+        tf, strategy = self.tf, self.strategy
+        statistics = models.moving_statistics(self.model)
 
         @tf.function
         def average():
@@ -281,53 +298,40 @@ class _Trainer:
 
         return average if statistics else (lambda: None)
 
-    def _restore(
-        self, store: CheckpointStore | None, checkpoint: Any, batches: WorkerBatches, records: int
-    ) -> int:
-        if store is None:
-            runs.log_fresh_start(None)
-            return 0
-        if self.info.is_chief:
-            store.remove_stale_staging()
-        state = store.latest()
+    def _restore(self) -> int:
+        """Every worker restores the latest checkpoint, if any; returns its step (0 for a fresh start)."""
+        store = self.store
+        state = runs.latest_checkpoint(store, self.identity, is_chief=self.info.is_chief)
         if state is None:
-            runs.log_fresh_start(store)
             return 0
-        runs.check_resumable(store, state, runs.checkpoint_identity(FRAMEWORK, self.config, records))
         with store.open(state) as directory:
             try:
-                checkpoint.read(str(directory / PAYLOAD)).assert_existing_objects_matched()
+                self.checkpoint.read(str(directory / PAYLOAD)).assert_existing_objects_matched()
             except (AssertionError, ValueError, self.tf.errors.OpError) as error:
                 raise CheckpointError(
                     f"cannot restore {storage.join(store.url, state.path)}: {error}"
                 ) from None
         self.metrics.record_checkpoint()
-        runs.log_resumed(store, state, batches)
+        runs.log_resumed(store, state, self.batches)
         return state.step
 
-    def _save(
-        self, store: CheckpointStore, checkpoint: Any, batches: WorkerBatches, step: int, records: int
-    ) -> None:
+    def _save(self, step: int) -> None:
         def write(directory):
             (directory / PAYLOAD).parent.mkdir(parents=True, exist_ok=True)
-            checkpoint.write(str(directory / PAYLOAD))
+            self.checkpoint.write(str(directory / PAYLOAD))
 
         self.average_statistics()
-        epoch, batch = batches.position(step)
+        epoch, batch = self.batches.position(step)
         if self.info.is_chief:
-            store.save(
-                step, epoch, batch, write, extra=runs.checkpoint_identity(FRAMEWORK, self.config, records)
-            )
+            self.store.save(step, epoch, batch, write, extra=self.identity)
         else:
-            store.save_scratch(write)
+            self.store.save_scratch(write)
         self.metrics.record_checkpoint()  # every worker takes part in the save, so each reports it
 
-    def _write_model(
-        self, model: Any, start_step: int, step: int, history: dict[int, list[float]], digest: str
-    ) -> None:
+    def _write_model(self, start_step: int, step: int, history: dict[int, list[float]], digest: str) -> None:
         runs.write_trained_model(
             self.config,
-            model,
+            self.model,
             framework=FRAMEWORK,
             strategy=STRATEGY,
             world_size=self.info.world_size,
@@ -337,6 +341,3 @@ class _Trainer:
             digest=digest,
             started=self.started,
         )
-
-    def _show_progress(self) -> bool | None:
-        return None if self.info.is_chief else False

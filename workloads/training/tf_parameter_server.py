@@ -40,18 +40,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from typing import Any
 
 import numpy as np
 
 from workloads import models
-from workloads.core import logs, progress, storage
+from workloads.core import logs, storage
 from workloads.core.errors import CheckpointError, ClusterConfigError
-from workloads.data.sampling import WorkerBatches
 from workloads.training import cluster, runs, tf_runtime
-from workloads.training.checkpoints import CheckpointStore
 from workloads.training.config import TrainConfig
 from workloads.training.metrics import TrainingMetrics
 
@@ -185,16 +182,30 @@ class _Coordinator:
             return self._run()
 
     def _run(self) -> int:
+        start_step = self._set_up()
+        self.step_fn = self._step_function()
+        step, losses = self._train(start_step)
+        self._finish(start_step, step, losses)
+        return 0
+
+    def _set_up(self) -> int:
+        """The data, the strategy and its coordinator, the variables on the ps tasks, the checkpoint
+        restored into them; returns the step to start at."""
         tf, config = self.tf, self.config
         data_url, data = runs.open_training_data(config)
-        batches = WorkerBatches(
-            data,
-            global_batch_size=config.batch_size,
-            seed=config.seed,
-            shuffle_window=config.shuffle_window,
-        )
-        total_steps = config.epochs * batches.steps_per_epoch
-        runs.log_training_data(data_url, batches, total_steps)
+        self.batches, self.total_steps = runs.worker_batches(config, data_url, data)
+        self.strategy, self.coordinator = self._make_coordinator()
+        self.model = models.build_model(config.model, seed=config.seed)  # the chief's copy: a template
+        self.state = _ServerState(tf, self.strategy, self.model)
+        self.store = runs.checkpoint_store(config)
+        self.identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
+        start_step = self._restore()
+        self.metrics.record_resume(start_step)
+        return start_step
+
+    def _make_coordinator(self) -> tuple[Any, Any]:
+        """ParameterServerStrategy over TF_CONFIG's cluster, and the ClusterCoordinator scheduling on it."""
+        tf = self.tf
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         strategy = tf.distribute.ParameterServerStrategy(resolver)
         coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
@@ -204,50 +215,63 @@ class _Coordinator:
             len(self.info.cluster["ps"]),
             extra=logs.fields(workers=self.workers, ps=len(self.info.cluster["ps"])),
         )
-        model = models.build_model(config.model, seed=config.seed)  # the chief's copy: a template
-        state = _ServerState(tf, strategy, model)
-        store = (
-            CheckpointStore(config.checkpoint_dir, keep=config.keep_checkpoints)
-            if config.checkpoint_dir
-            else None
-        )
-        identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
-        start_step = self._restore(store, state, identity, batches)
-        self.metrics.record_resume(start_step)
-        step_function = self._step_function(strategy, model, state)
+        return strategy, coordinator
 
+    def _train(self, start_step: int) -> tuple[int, dict[int, list[float]]]:
+        """Schedules every step from ``start_step`` on; returns the last step and each epoch's step losses.
+
+        The scheduled steps are joined every ``--log-every`` steps and at each checkpoint: their
+        losses are fetched and reported, and the checkpoint is written once all of them are applied.
+        """
+        tf, config = self.tf, self.config
         losses: dict[int, list[float]] = {}
         pending: list[tuple[int, Any]] = []
         step = start_step
         chunk_started = time.perf_counter()
-        with progress.bar(total_steps, f"train {config.model}", unit="step", initial=start_step) as bar:
-            for batch in batches.steps(start_step, total_steps):
+        with runs.progress_bar(config, self.total_steps, start_step) as bar:
+            for batch in self.batches.steps(start_step, self.total_steps):
                 images, labels = tf.constant(batch.images), tf.constant(batch.labels)
-                pending.append((step, coordinator.schedule(step_function, args=(images, labels))))
+                pending.append((step, self.coordinator.schedule(self.step_fn, args=(images, labels))))
                 step += 1
-                boundary = step == total_steps or step % config.checkpoint_every == 0
+                boundary = runs.checkpoint_due(config, step, self.total_steps)
                 if not boundary and step % config.log_every:
                     continue
-                coordinator.join()  # every scheduled step has been applied on the ps tasks
-                elapsed = time.perf_counter() - chunk_started
-                for done, remote in pending:
-                    loss = float(remote.fetch())
-                    epoch, _ = batches.position(done)
-                    losses.setdefault(epoch, []).append(loss)
-                    self.metrics.record_step(loss, config.batch_size, elapsed / len(pending))
-                    self.metrics.record_epoch(epoch)
-                bar.update(len(pending))
-                bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
-                runs.log_step(step, total_steps, epoch, loss, config.batch_size * len(pending), elapsed)
+                self.coordinator.join()  # every scheduled step has been applied on the ps tasks
+                self._report(step, pending, time.perf_counter() - chunk_started, losses, bar)
                 pending = []
-                if store and boundary:
-                    self._save(store, state, identity, batches, step)
+                if self.store and boundary:
+                    self._save(step)
                 chunk_started = time.perf_counter()
-        state.copy_into(model)
+        return step, losses
+
+    def _report(
+        self,
+        step: int,
+        pending: list[tuple[int, Any]],
+        elapsed: float,
+        losses: dict[int, list[float]],
+        bar: Any,
+    ) -> None:
+        """The joined steps' losses into ``losses`` and the metrics; the bar moved, a progress line logged."""
+        batch_size, total_steps = self.config.batch_size, self.total_steps
+        for done, remote in pending:
+            loss = float(remote.fetch())
+            epoch, _ = self.batches.position(done)
+            losses.setdefault(epoch, []).append(loss)
+            self.metrics.record_step(loss, batch_size, elapsed / len(pending))
+            self.metrics.record_epoch(epoch)
+        bar.update(len(pending))
+        bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+        runs.log_step(step, total_steps, epoch, loss, batch_size * len(pending), elapsed)
+
+    def _finish(self, start_step: int, step: int, losses: dict[int, list[float]]) -> None:
+        """The ps variables copied into the model, which the chief writes; then it leaves."""
+        model = self.model
+        self.state.copy_into(model)
         digest = runs.weights_digest(np.asarray(w) for w in model.weights)
         log.info("final weights", extra=logs.fields(step=step, weights_sha256=digest))
         runs.write_trained_model(
-            config,
+            self.config,
             model,
             framework=FRAMEWORK,
             strategy=STRATEGY,
@@ -260,15 +284,16 @@ class _Coordinator:
             extra={"ps_tasks": len(self.info.cluster["ps"])},
         )
         self._leave()
-        return 0
 
-    def _step_function(self, strategy: Any, model: Any, state: _ServerState):
-        tf = self.tf
+    def _step_function(self):
+        """``step_fn(images, labels)``, scheduled on whichever worker is free: ``replica_fn`` computes
+        the gradients of one batch from the current ps variables and pushes an Adam update."""
+        tf, strategy, model, state = self.tf, self.strategy, self.model, self.state
         import keras
 
         learning_rate = self.config.learning_rate
 
-        def replica_step(images, labels):
+        def replica_fn(images, labels):
             trainable = [v.read_value() for v in state.trainable]
             non_trainable = [v.read_value() for v in state.non_trainable]
             with tf.GradientTape() as tape:
@@ -283,59 +308,39 @@ class _Coordinator:
             return loss
 
         @tf.function
-        def step_function(images, labels):
-            return strategy.run(replica_step, args=(images, labels))
+        def step_fn(images, labels):
+            return strategy.run(replica_fn, args=(images, labels))
 
-        return step_function
+        return step_fn
 
-    def _restore(
-        self,
-        store: CheckpointStore | None,
-        state: _ServerState,
-        identity: dict[str, Any],
-        batches: WorkerBatches,
-    ) -> int:
-        if store is None:
-            runs.log_fresh_start(None)
-            return 0
-        store.remove_stale_staging()
-        latest = store.latest()
+    def _restore(self) -> int:
+        """The latest checkpoint, if any, restored into the ps variables; returns its step (else 0)."""
+        store = self.store
+        latest = runs.latest_checkpoint(store, self.identity, is_chief=True)
         if latest is None:
-            runs.log_fresh_start(store)
             return 0
-        runs.check_resumable(store, latest, identity)
         with store.open(latest) as directory:
             try:
-                state.checkpoint.read(str(directory / PAYLOAD)).assert_existing_objects_matched()
+                self.state.checkpoint.read(str(directory / PAYLOAD)).assert_existing_objects_matched()
             except (AssertionError, ValueError, self.tf.errors.OpError) as error:
                 raise CheckpointError(
                     f"cannot restore {storage.join(store.url, latest.path)}: {error}"
                 ) from None
         self.metrics.record_checkpoint()
-        runs.log_resumed(store, latest, batches)
+        runs.log_resumed(store, latest, self.batches)
         return latest.step
 
-    def _save(
-        self,
-        store: CheckpointStore,
-        state: _ServerState,
-        identity: dict[str, Any],
-        batches: WorkerBatches,
-        step: int,
-    ) -> None:
+    def _save(self, step: int) -> None:
         def write(directory):
             (directory / PAYLOAD).parent.mkdir(parents=True, exist_ok=True)
-            state.checkpoint.write(str(directory / PAYLOAD))
+            self.state.checkpoint.write(str(directory / PAYLOAD))
 
-        epoch, batch = batches.position(step)
-        store.save(step, epoch, batch, write, extra=identity)
+        epoch, batch = self.batches.position(step)
+        self.store.save(step, epoch, batch, write, extra=self.identity)
         self.metrics.record_checkpoint()
 
     def _leave(self) -> None:
         """Ends the chief at once: the coordinator's threads would keep polling the other tasks,
         which the job controller stops when the chief has succeeded."""
         log.info("training done; the job controller stops the ps and worker tasks")
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        runs.exit_now()

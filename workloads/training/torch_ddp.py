@@ -49,11 +49,11 @@ from typing import Any
 import numpy as np
 
 from workloads import models
-from workloads.core import logs, progress, storage
+from workloads.core import logs, storage
 from workloads.core.errors import CheckpointError, ClusterConfigError, WorkloadError
-from workloads.data.sampling import WorkerBatches, uneven_split
+from workloads.data.sampling import uneven_split
 from workloads.training import cluster, runs, torch_runtime
-from workloads.training.checkpoints import CheckpointState, CheckpointStore
+from workloads.training.checkpoints import CheckpointState
 from workloads.training.config import TrainConfig
 from workloads.training.metrics import TrainingMetrics
 
@@ -153,29 +153,7 @@ class _Trainer:
         self.distributed = info.world_size > 1
 
     def run(self) -> int:
-        torch_runtime.follow_agent()
-        use_torch_backend()
-        import torch
-
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-            with contextlib.suppress(RuntimeError):  # allowed once, before any parallel work
-                torch.set_num_interop_threads(self.config.threads)
-        self.placement = torch_runtime.place(self.info.local_rank)
-        self.precision = torch_runtime.precision_for(self.config.precision, self.placement)
-        log.info(
-            "PyTorch %s, %s, %s precision%s",
-            torch.__version__,
-            self.placement.describe(),
-            self.precision.name,
-            " with loss scaling" if self.precision.loss_scaling else "",
-            extra=logs.fields(
-                backend=self.placement.backend,
-                device=str(self.placement.device),
-                precision=self.precision.name,
-                threads=torch.get_num_threads(),
-            ),
-        )
+        self._set_up_torch()
         doing = "joining the process group"
         try:
             if self.distributed:
@@ -199,6 +177,32 @@ class _Trainer:
             self._exit()
         return 0
 
+    def _set_up_torch(self) -> None:
+        """Keras on the torch backend, the thread limits, this rank's device and precision, logged."""
+        torch_runtime.follow_agent()
+        use_torch_backend()
+        import torch
+
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+            with contextlib.suppress(RuntimeError):  # allowed once, before any parallel work
+                torch.set_num_interop_threads(self.config.threads)
+        self.placement = torch_runtime.place(self.info.local_rank)
+        self.precision = torch_runtime.precision_for(self.config.precision, self.placement)
+        log.info(
+            "PyTorch %s, %s, %s precision%s",
+            torch.__version__,
+            self.placement.describe(),
+            self.precision.name,
+            " with loss scaling" if self.precision.loss_scaling else "",
+            extra=logs.fields(
+                backend=self.placement.backend,
+                device=str(self.placement.device),
+                precision=self.precision.name,
+                threads=torch.get_num_threads(),
+            ),
+        )
+
     def _exit(self) -> None:
         """Ends a finished worker at once, as the TensorFlow trainer does.
 
@@ -207,41 +211,44 @@ class _Trainer:
         next job) would wait for.
         """
         self.metrics.close()
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        runs.exit_now()
 
     def _train(self) -> None:
+        """The epochs from the resumed step on, then the trained model and a last barrier."""
+        start_step = self._set_up_training()
+        step = start_step
+        with runs.progress_bar(self.config, self.total_steps, start_step, is_chief=self.info.is_chief) as bar:
+            report = runs.StepReporter(self.metrics, bar, self.total_steps, self.config.log_every)
+            for epoch in range(start_step // self.batches.steps_per_epoch, self.config.epochs):
+                step = self._train_one_epoch(epoch, step, report)
+        self._finish(start_step, step, report.history)
+
+    def _set_up_training(self) -> int:
+        """This rank's data, the checkpoint store, the model and optimizer; returns the step to start at."""
+        config = self.config
+        data_url, data = runs.open_training_data(config)
+        self.batches, self.total_steps = runs.worker_batches(
+            config, data_url, data, rank=self.info.rank, world_size=self.info.world_size
+        )
+        self.store = runs.checkpoint_store(config)
+        self.identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
+        resume = self._read_checkpoint()  # before the model: a damaged one fails fast
+        self._build_model()
+        start_step = 0
+        if resume is not None:
+            start_step = self._restore(*resume)
+            runs.log_resumed(self.store, resume[0], self.batches)
+        self.metrics.record_resume(start_step)
+        return start_step
+
+    def _build_model(self) -> None:
+        """The seeded model, its Adam optimizer and gradient scaler, wrapped in DDP when distributed."""
         import torch
 
-        from workloads.data.torch_adapter import torch_batches
-
-        config, info = self.config, self.info
-        data_url, data = runs.open_training_data(config)
-        batches = WorkerBatches(
-            data,
-            global_batch_size=config.batch_size,
-            rank=info.rank,
-            world_size=info.world_size,
-            seed=config.seed,
-            shuffle_window=config.shuffle_window,
-        )
-        total_steps = config.epochs * batches.steps_per_epoch
-        runs.log_training_data(data_url, batches, total_steps)
-
-        store = (
-            CheckpointStore(config.checkpoint_dir, keep=config.keep_checkpoints)
-            if config.checkpoint_dir
-            else None
-        )
-        identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
-        resume = self._read_checkpoint(store, identity)  # before the model: a damaged one fails fast
-
-        seed_everything(config.seed)
-        self.model = model = models.build_model(config.model)
+        seed_everything(self.config.seed)
+        self.model = model = models.build_model(self.config.model)
         trainable = [variable.value for variable in model.trainable_variables]
-        self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=KERAS_EPSILON)
+        self.optimizer = torch.optim.Adam(trainable, lr=self.config.learning_rate, eps=KERAS_EPSILON)
         self.scaler = torch.amp.GradScaler(self.placement.device.type, enabled=self.precision.loss_scaling)
         if self.distributed:
             device_ids = [self.placement.device.index] if self.placement.device.type == "cuda" else None
@@ -249,62 +256,26 @@ class _Trainer:
         else:
             self.network = model
         self.statistics = models.moving_statistics(model)
-        start_step = 0
-        if resume is not None:
-            start_step = self._restore(*resume)
-            runs.log_resumed(store, resume[0], batches)
-        self.metrics.record_resume(start_step)
 
-        step = start_step
+    def _train_one_epoch(self, epoch: int, step: int, report: runs.StepReporter) -> int:
+        """This rank's batches of ``epoch`` from global ``step`` on, checkpointed on schedule.
 
-        with progress.bar(
-            total_steps,
-            f"train {config.model}",
-            unit="step",
-            initial=start_step,
-            enabled=None if info.is_chief else False,
-        ) as bar:
-            report = runs.StepReporter(self.metrics, bar, total_steps, config.log_every)
-            for images, labels in torch_batches(
-                batches.steps(start_step, total_steps), self.placement.device
-            ):
-                epoch, _ = batches.position(step)
-                began = time.perf_counter()
-                loss = self._step(images, labels)
-                elapsed = time.perf_counter() - began
-                step += 1
-                report.step_done(step, epoch, loss, batches.per_worker_batch, elapsed)
-                if store and (step % config.checkpoint_every == 0 or step == total_steps):
-                    self._save(store, identity, batches, step)
-        self._average_statistics()
-        history = self._global_history(report.history)
-        digest = runs.weights_digest(model.get_weights())
-        log.info("final weights", extra=logs.fields(step=step, weights_sha256=digest))
-        if info.is_chief:
-            runs.write_trained_model(
-                config,
-                model,
-                framework=FRAMEWORK,
-                strategy=STRATEGY,
-                world_size=info.world_size,
-                start_step=start_step,
-                step=step,
-                history=history,
-                digest=digest,
-                started=self.started,
-                extra={
-                    "backend": self.placement.backend,
-                    "device": self.placement.device.type,
-                    "precision": self.precision.name,
-                },
-            )
-        if self.distributed:
-            import torch.distributed as dist
+        Returns the global step after the epoch.
+        """
+        from workloads.data.torch_adapter import torch_batches
 
-            dist.barrier()  # every rank is past its last write (rank 0's model included)
-        log.info("all workers done", extra=logs.fields(step=step))
+        _, first_batch = self.batches.position(step)
+        for images, labels in torch_batches(self.batches.batches(epoch, first_batch), self.placement.device):
+            began = time.perf_counter()
+            loss = self._train_step(images, labels)
+            elapsed = time.perf_counter() - began
+            step += 1
+            report.step_done(step, epoch, loss, self.batches.per_worker_batch, elapsed)
+            if self.store and runs.checkpoint_due(self.config, step, self.total_steps):
+                self._save(step)
+        return step
 
-    def _step(self, images: Any, labels: Any) -> float:
+    def _train_step(self, images: Any, labels: Any) -> float:
         import keras
         import torch
 
@@ -318,6 +289,39 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(loss.detach())
+
+    def _finish(self, start_step: int, step: int, losses: dict[int, list[float]]) -> None:
+        """Statistics averaged, the history agreed across ranks, the chief writes the model; a barrier."""
+        self._average_statistics()
+        history = self._global_history(losses)
+        digest = runs.weights_digest(self.model.get_weights())
+        log.info("final weights", extra=logs.fields(step=step, weights_sha256=digest))
+        if self.info.is_chief:
+            self._write_model(start_step, step, history, digest)
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank is past its last write (rank 0's model included)
+        log.info("all workers done", extra=logs.fields(step=step))
+
+    def _write_model(self, start_step: int, step: int, history: list[dict[str, float]], digest: str) -> None:
+        runs.write_trained_model(
+            self.config,
+            self.model,
+            framework=FRAMEWORK,
+            strategy=STRATEGY,
+            world_size=self.info.world_size,
+            start_step=start_step,
+            step=step,
+            history=history,
+            digest=digest,
+            started=self.started,
+            extra={
+                "backend": self.placement.backend,
+                "device": self.placement.device.type,
+                "precision": self.precision.name,
+            },
+        )
 
     def _average_statistics(self) -> None:
         """Batch-norm moving statistics averaged across ranks (one all-reduce), as the TF trainer does."""
@@ -364,9 +368,7 @@ class _Trainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def _save(
-        self, store: CheckpointStore, identity: dict[str, Any], batches: WorkerBatches, step: int
-    ) -> None:
+    def _save(self, step: int) -> None:
         self._average_statistics()
         if not self.info.is_chief:
             return
@@ -379,24 +381,16 @@ class _Trainer:
             torch.save(self._state(), payload)
             (directory / PAYLOAD_DIGEST).write_text(_sha256(payload) + "\n")
 
-        epoch, batch = batches.position(step)
-        store.save(step, epoch, batch, write, extra=identity)
+        epoch, batch = self.batches.position(step)
+        self.store.save(step, epoch, batch, write, extra=self.identity)
         self.metrics.record_checkpoint()
 
-    def _read_checkpoint(
-        self, store: CheckpointStore | None, identity: dict[str, Any]
-    ) -> tuple[CheckpointState, dict[str, Any], str] | None:
+    def _read_checkpoint(self) -> tuple[CheckpointState, dict[str, Any], str] | None:
         """The checkpoint to resume from, read and verified: (state, payload, where), or None."""
-        if store is None:
-            runs.log_fresh_start(None)
-            return None
-        if self.info.is_chief:
-            store.remove_stale_staging()
-        state = store.latest()
+        store = self.store
+        state = runs.latest_checkpoint(store, self.identity, is_chief=self.info.is_chief)
         if state is None:
-            runs.log_fresh_start(store)
             return None
-        runs.check_resumable(store, state, identity)
         where = storage.join(store.url, state.path)
         with store.open(state) as directory:
             return state, self._read_payload(directory, where), where
