@@ -15,9 +15,9 @@ import time
 
 import requests
 
-from tests.workloads.serving.kafka import MockKafka
 from tests.workloads.serving.processes import start_dev_server, start_service, wait_until
 from tests.workloads.serving.savedmodels import make_test_savedmodel
+from tests.workloads.streaming.kafka import MockKafka
 from workloads.serving import loadtest, payloads
 from workloads.serving.client import RestClient, RetryPolicy
 from workloads.streaming.inference_messages import request_message

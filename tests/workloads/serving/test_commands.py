@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.workloads.serving.conftest import MODEL
+from tests.workloads.conftest import MODEL
 from workloads import cli
 from workloads.serving import payloads
 

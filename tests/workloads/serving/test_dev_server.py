@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.workloads.serving.conftest import MODEL
+from tests.workloads.conftest import MODEL
 from tests.workloads.serving.processes import wait_until
 from workloads.serving import payloads, tensors
 from workloads.serving.client import GrpcClient, RestClient, RetryPolicy, ServingError, make_client

@@ -12,7 +12,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.workloads.serving.conftest import MODEL
+from tests.workloads.conftest import MODEL
 from workloads.serving import payloads
 from workloads.serving.client import RetryPolicy, make_client
 

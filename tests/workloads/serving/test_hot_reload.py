@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.workloads.serving.conftest import MODEL
+from tests.workloads.conftest import MODEL
 from tests.workloads.serving.processes import start_dev_server, wait_until
 from workloads.serving import payloads, tfs_config
 from workloads.serving.client import RetryPolicy, ServingError, make_client

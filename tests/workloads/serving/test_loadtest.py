@@ -8,7 +8,7 @@ import pathlib
 import pytest
 from PIL import Image
 
-from tests.workloads.serving.conftest import MODEL
+from tests.workloads.conftest import MODEL
 from workloads import cli
 from workloads.serving import loadtest
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.workloads.serving.conftest import MODEL
+from tests.workloads.conftest import MODEL
 from workloads.serving import payloads, tensors
 from workloads.serving.dev import savedmodel
 

@@ -10,22 +10,16 @@ import numpy as np
 import pytest
 import requests
 
-from tests.workloads.serving.kafka import MockKafka
 from tests.workloads.serving.processes import start_service, wait_until
+from tests.workloads.streaming.kafka import MockKafka
 from workloads.data.shards import MANIFEST_NAME, ShardSet
 from workloads.serving import payloads
+from workloads.streaming import kafka as topics
 from workloads.streaming.ingest_messages import record_message
 
-TOPIC = "mlstack.ingest.images"
+TOPIC = topics.INGEST_TOPIC
 SHARD_SIZE = 100
 REJECTS = [b"{not json", json.dumps({"label": 99, "pixels": [[0] * 28] * 28}).encode(), None]
-
-
-@pytest.fixture
-def kafka() -> MockKafka:
-    cluster = MockKafka()
-    cluster.create_topics(TOPIC)
-    return cluster
 
 
 def indexed_records(count: int) -> list[tuple[bytes, bytes]]:

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import requests
 
-from tests.workloads.serving.conftest import MODEL
-from tests.workloads.serving.kafka import MockKafka
+from tests.workloads.conftest import MODEL
 from tests.workloads.serving.processes import ServiceProcess, start_service, wait_until
+from tests.workloads.streaming.kafka import MockKafka
 from workloads.serving import payloads
 from workloads.serving.client import RestClient, RetryPolicy
+from workloads.streaming import kafka as topics
 from workloads.streaming.inference_messages import request_message
 
 pytestmark = [pytest.mark.xdist_group("kafka"), pytest.mark.slow]
-REQUESTS, RESULTS, DLQ = "mlstack.inference.requests", "mlstack.inference.results", "mlstack.inference.dlq"
+REQUESTS, RESULTS, DLQ = topics.REQUESTS_TOPIC, topics.RESULTS_TOPIC, topics.DLQ_TOPIC
 MAX_BATCH = 8
 POISON = {
     "not json": (b"{this is not json", "invalid_json"),
@@ -32,13 +33,6 @@ POISON = {
     "not an image": (request_message("p-image", image=b"these bytes are no image format"), "model_rejected"),
     "no value": (None, "invalid_request"),
 }
-
-
-@pytest.fixture
-def kafka() -> MockKafka:
-    cluster = MockKafka()
-    cluster.create_topics(REQUESTS, RESULTS, DLQ)
-    return cluster
 
 
 def valid_requests(count: int, seed: int) -> dict[str, bytes]:
