@@ -26,7 +26,7 @@ import numpy as np
 
 from workloads import models
 from workloads.core import logs, storage
-from workloads.core.errors import CheckpointError, ClusterConfigError
+from workloads.core.errors import ClusterConfigError
 from workloads.data.sampling import uneven_split
 from workloads.training import cluster, runs, tf_runtime
 from workloads.training.config import TrainConfig
@@ -305,21 +305,14 @@ class _Trainer:
         if state is None:
             return 0
         with store.open(state) as directory:
-            try:
-                self.checkpoint.read(str(directory / PAYLOAD)).assert_existing_objects_matched()
-            except (AssertionError, ValueError, self.tf.errors.OpError) as error:
-                raise CheckpointError(
-                    f"cannot restore {storage.join(store.url, state.path)}: {error}"
-                ) from None
+            where = storage.join(store.url, state.path)
+            tf_runtime.read_checkpoint(self.tf, self.checkpoint, directory, PAYLOAD, where)
         self.metrics.record_checkpoint()
         runs.log_resumed(store, state, self.batches)
         return state.step
 
     def _save(self, step: int) -> None:
-        def write(directory):
-            (directory / PAYLOAD).parent.mkdir(parents=True, exist_ok=True)
-            self.checkpoint.write(str(directory / PAYLOAD))
-
+        write = tf_runtime.checkpoint_writer(self.checkpoint, PAYLOAD)
         self.average_statistics()
         epoch, batch = self.batches.position(step)
         if self.info.is_chief:

@@ -47,7 +47,7 @@ import numpy as np
 
 from workloads import models
 from workloads.core import logs, storage
-from workloads.core.errors import CheckpointError, ClusterConfigError
+from workloads.core.errors import ClusterConfigError
 from workloads.training import cluster, runs, tf_runtime
 from workloads.training.config import TrainConfig
 from workloads.training.metrics import TrainingMetrics
@@ -320,21 +320,14 @@ class _Coordinator:
         if latest is None:
             return 0
         with store.open(latest) as directory:
-            try:
-                self.state.checkpoint.read(str(directory / PAYLOAD)).assert_existing_objects_matched()
-            except (AssertionError, ValueError, self.tf.errors.OpError) as error:
-                raise CheckpointError(
-                    f"cannot restore {storage.join(store.url, latest.path)}: {error}"
-                ) from None
+            where = storage.join(store.url, latest.path)
+            tf_runtime.read_checkpoint(self.tf, self.state.checkpoint, directory, PAYLOAD, where)
         self.metrics.record_checkpoint()
         runs.log_resumed(store, latest, self.batches)
         return latest.step
 
     def _save(self, step: int) -> None:
-        def write(directory):
-            (directory / PAYLOAD).parent.mkdir(parents=True, exist_ok=True)
-            self.state.checkpoint.write(str(directory / PAYLOAD))
-
+        write = tf_runtime.checkpoint_writer(self.state.checkpoint, PAYLOAD)
         epoch, batch = self.batches.position(step)
         self.store.save(step, epoch, batch, write, extra=self.identity)
         self.metrics.record_checkpoint()

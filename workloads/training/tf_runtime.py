@@ -1,14 +1,16 @@
-"""TensorFlow's runtime for the TensorFlow trainers: importing it with the thread settings, and
-translating the errors of a lost peer into the training exit codes (docs/interfaces.md)."""
+"""TensorFlow's runtime for the TensorFlow trainers: importing it with the thread settings, reading and
+writing a ``tf.train.Checkpoint`` inside a checkpoint directory, and translating the errors of a lost peer
+into the training exit codes (docs/interfaces.md)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import pathlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from workloads.core.errors import PeerLostError
+from workloads.core.errors import CheckpointError, PeerLostError
 
 
 def import_tensorflow(threads: int) -> Any:
@@ -20,6 +22,25 @@ def import_tensorflow(threads: int) -> Any:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     return tf
+
+
+def read_checkpoint(tf: Any, checkpoint: Any, directory: pathlib.Path, payload: str, where: str) -> None:
+    """Restores ``checkpoint`` from ``directory/payload``; anything unreadable or mismatched is a
+    :class:`CheckpointError` naming ``where``."""
+    try:
+        checkpoint.read(str(directory / payload)).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise CheckpointError(f"cannot restore {where}: {error}") from None
+
+
+def checkpoint_writer(checkpoint: Any, payload: str) -> Callable[[pathlib.Path], None]:
+    """What a checkpoint store calls to write ``checkpoint`` at ``payload`` inside a checkpoint directory."""
+
+    def write(directory: pathlib.Path) -> None:
+        (directory / payload).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write(str(directory / payload))
+
+    return write
 
 
 @contextlib.contextmanager
