@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # The stages, in the order they run, with what each does (printed as it starts).
 STAGES: dict[str, str] = {
     "data": "Fashion-MNIST IDX files or synthetic data -> checksummed shards",
-    "search": "grid search, each trial a 2-worker MultiWorkerMirroredStrategy job",
+    "search": "grid search, each trial a MultiWorkerMirroredStrategy job of --workers-per-trial processes",
     "select": "evaluate every trained model on the held-out split, rank",
     "export": "SavedModel with both signatures, promoted as the next TF Serving version",
     "predict": "held-out predictions through the SavedModel's signatures",
