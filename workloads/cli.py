@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from workloads.core import logs, settings
+from workloads.core import logs, native_logs, settings
 from workloads.core.errors import WorkloadError
 
 # The commands, in the order of `--help`. Command ``a-b`` is the module ``workloads.commands.a_b``.
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--log-level",
             choices=["DEBUG", "INFO", "WARNING", "ERROR"],
             default=os.environ.get("MLSTACK_LOG_LEVEL", "INFO"),
-            help="least severe level that is logged [env MLSTACK_LOG_LEVEL]",
+            help="least severe level that is logged; DEBUG also shows TensorFlow's C++ logs, otherwise "
+            "quiet unless TF_CPP_MIN_LOG_LEVEL says otherwise [env MLSTACK_LOG_LEVEL]",
         )
     return parser
 
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m workloads {args.command}: error: {error}", file=sys.stderr)
         return 2
     logs.setup(args.log_format, args.log_level)
+    native_logs.quiet_tensorflow(native_logs.configure(os.environ, verbose=args.log_level == "DEBUG"))
     log.debug(
         "starting %s", args.command, extra=logs.fields(command=args.command, config=config.public_dict())
     )

@@ -1,13 +1,21 @@
 """The local job launcher: cluster environment per worker, group restarts on retryable failures only."""
 
+import contextlib
 import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
+from tests.workloads.support import ROOT, json_lines, run_workloads, subprocess_env
 from workloads.core.errors import WorkloadError
-from workloads.training import launcher
+from workloads.training import launcher, local_job
 
 WORKER = textwrap.dedent(
     """
@@ -107,3 +115,116 @@ def test_workers_never_inherit_the_launchers_cluster_variables(tmp_path, monkeyp
     job.run()
     env = json.loads((marks / "worker1-0").read_text())["env"]
     assert "TF_CONFIG" not in env and env["RANK"] == "1"
+
+
+# The launcher's life bounds its workers' (a real launcher process, sleeping workers)
+
+LAUNCHER = textwrap.dedent(
+    """
+    import sys
+    from workloads.core import logs
+    from workloads.training import launcher, local_job
+    logs.setup("json")
+    worker = [sys.executable, "-c", "import time; time.sleep(120)"]
+    with local_job.owning_checkpoint_dir(sys.argv[1]) as lock:
+        launcher.LocalJob(worker, 2, pass_fds=lock, echo=False, grace_seconds=5).run()
+    """
+)
+
+
+def start_launcher(checkpoints, *, ignore_sigint=False):
+    """A launcher process of two sleeping workers on ``checkpoints``; returns it and its workers' pids.
+
+    ``ignore_sigint``: started the way a shell starts a background job (``&``), SIGINT ignored.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(checkpoints)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        started = [r for r in json_lines(line) if r["msg"].startswith("started 2 workers")]
+        if started:
+            return process, started[0]["pids"]
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    pytest.fail(f"the launcher did not start its workers: {process.stderr.read()[-2000:]}")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie that nobody reaped has ended)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def gone_within(pids, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_the_workers_of_a_killed_launcher_die_with_it(tmp_path):
+    launcher_process, pids = start_launcher(tmp_path / "checkpoints")
+    assert all(alive(pid) for pid in pids)
+    launcher_process.kill()
+    launcher_process.wait()
+    assert gone_within(pids, 30), f"workers {[p for p in pids if alive(p)]} outlived their launcher"
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [pytest.param(signal.SIGINT, 130, id="SIGINT"), pytest.param(signal.SIGTERM, 143, id="SIGTERM")],
+)
+def test_sigint_or_sigterm_to_the_launcher_stops_the_whole_job(tmp_path, signum, code):
+    launcher_process, pids = start_launcher(tmp_path / "checkpoints", ignore_sigint=True)
+    launcher_process.send_signal(signum)
+    try:
+        _, stderr = launcher_process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        launcher_process.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the launcher ignored {signum.name}")
+    assert launcher_process.returncode == code, stderr[-2000:]
+    assert not any(alive(pid) for pid in pids)
+    assert f"stopped the job on {signum.name}" in stderr
+
+
+def test_a_second_launcher_on_the_same_checkpoint_directory_stops_at_once_naming_the_holder(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    first, pids = start_launcher(checkpoints)
+    try:
+        began = time.monotonic()
+        second = run_workloads(
+            "train", "--local-workers", "2", "--data", str(tmp_path / "data"), "--output",
+            str(tmp_path / "model"), "--checkpoint-dir", str(checkpoints), "--log-format", "json",
+            timeout=120,
+        )  # fmt: skip
+        assert time.monotonic() - began < 60
+    finally:
+        first.kill()
+        first.wait()
+    errors = [r["msg"] for r in json_lines(second.stderr) if r.get("level") == "error"]
+    assert second.returncode == 1, second.stderr[-2000:]
+    lock = checkpoints / local_job.LOCK_FILE
+    assert errors == [
+        f"{checkpoints} is in use by another local job (launcher pid {first.pid} on "
+        f"{socket.gethostname()} holds {lock}); stop that job or use another --checkpoint-dir"
+    ]
+    assert gone_within(pids, 30)
+    with local_job.owning_checkpoint_dir(str(checkpoints)) as fds:  # free once the first job is gone
+        assert fds

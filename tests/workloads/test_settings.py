@@ -83,6 +83,22 @@ def test_a_malformed_config_file_names_the_file(tmp_path):
         parse([], {}, cfg_file)
 
 
+@pytest.mark.parametrize("text", ["data: [unclosed\n", "a: b: c\n", "data: x\n\tbad: tab\n"])
+def test_a_malformed_yaml_config_file_is_a_config_error_naming_the_file_and_the_spot(tmp_path, text):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(text)
+    with pytest.raises(ConfigError, match=str(cfg_file)) as caught:
+        parse([], {}, cfg_file)
+    assert caught.value.field == "--config" and "line " in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path):
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        parse([], {}, cfg_file)
+
+
 def test_configs_built_in_code_are_type_checked_too():
     with pytest.raises(ConfigError, match="--batch-size"):
         Example(data="x", batch_size="8")

@@ -13,7 +13,7 @@ import logging
 
 from workloads.core import logs, storage
 from workloads.core.settings import CommandConfig, ConfigError, option
-from workloads.serving.tfs_config import MODEL_NAME
+from workloads.serving.tfs_config import MODEL_NAME, model_name_problem
 from workloads.workflow.export import export_trained_model, promote_trained_model
 
 HELP = "export a trained model as a SavedModel for TF Serving (optionally as a new version)"
@@ -25,7 +25,9 @@ class Config(CommandConfig):
     model_dir: str = option(help="trained-model directory (model.keras + training.json)")
     output: str | None = option(None, help="SavedModel directory to write (replaced whole if it exists)")
     model_base_path: str | None = option(None, help="TF Serving base path: publish as the next version there")
-    model_name: str = option(MODEL_NAME, help="model name under the base path and in the warmup requests")
+    model_name: str = option(
+        MODEL_NAME, help="model name under the base path and in the warmup requests", check=model_name_problem
+    )
     warmup_data: str | None = option(
         None, help="shard directory to take warmup images from; none = blank images"
     )

@@ -61,7 +61,7 @@ class Config(CommandConfig):
         help=f"model server REST base URL (TF Serving's {tfs_config.REST_PORT})",
         check=_rest_url,
     )
-    model_name: str = option(tfs_config.MODEL_NAME, help="model to ask")
+    model_name: str = option(tfs_config.MODEL_NAME, help="model to ask", check=tfs_config.model_name_problem)
     model_label: str | None = option(
         None, help="pin requests to the version with this label (default: the latest)"
     )

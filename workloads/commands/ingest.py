@@ -3,6 +3,10 @@ hdfs:// or webhdfs:// URL), or, without --data, deterministic synthetic Fashion-
 
 Writes OUTPUT/train/ and OUTPUT/test/, each a shard directory with a manifest (see
 docs/interfaces.md, "Shard format"). Re-running with the same source and settings does nothing.
+
+The manifests carry the dataset's class names: --class-names, or else Fashion-MNIST's for synthetic
+data and for the Fashion-MNIST release (recognised by its label files' content), and the label
+numbers 0..9 for any other IDX data.
 """
 
 from __future__ import annotations
@@ -35,13 +39,22 @@ class Config(CommandConfig):
         10000, help="synthetic held-out records (without --data)", check=non_negative
     )
     seed: int = option(0, help="seed of the synthetic generator")
+    class_names: tuple[str, ...] = option(
+        (),
+        help=f"names of the class ids 0..{datasets.NUM_CLASSES - 1}, comma-separated, in id order; none = "
+        "Fashion-MNIST's for synthetic data and the Fashion-MNIST release, the label numbers otherwise",
+        check=datasets.class_names_problem,
+        metavar="NAME,...",
+    )
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// (sets AWS_ENDPOINT_URL)")
 
 
 def run(config: Config) -> int:
     storage.set_s3_endpoint(config.s3_endpoint)
     if config.data:
-        manifests = datasets.ingest_idx(config.data, config.output, shard_size=config.shard_size)
+        manifests = datasets.ingest_idx(
+            config.data, config.output, shard_size=config.shard_size, class_names=config.class_names
+        )
     else:
         manifests = datasets.ingest_synthetic(
             config.output,
@@ -49,6 +62,7 @@ def run(config: Config) -> int:
             test_records=config.synthetic_test,
             seed=config.seed,
             shard_size=config.shard_size,
+            class_names=config.class_names,
         )
     for split, manifest in manifests.items():
         log.info(
@@ -58,4 +72,6 @@ def run(config: Config) -> int:
             len(manifest.shards),
             extra=logs.fields(split=split, url=storage.join(config.output, split)),
         )
+    names = datasets.class_names(manifests["train"])
+    log.info("class names: %s", ", ".join(names), extra=logs.fields(class_names=list(names)))
     return 0

@@ -12,9 +12,10 @@ import pathlib
 
 from workloads import models
 from workloads.commands.search import trial_option
+from workloads.commands.select import min_accuracy_option
 from workloads.core import storage
 from workloads.core.settings import CommandConfig, option, positive
-from workloads.serving.tfs_config import MODEL_NAME
+from workloads.serving.tfs_config import MODEL_NAME, model_name_problem
 from workloads.workflow import search, selection
 from workloads.workflow.pipeline import DataSource, PipelineSettings, run_pipeline
 from workloads.workflow.search import Grid, SearchSettings
@@ -47,7 +48,8 @@ class Config(CommandConfig):
     trial_timeout: float = trial_option("trial_timeout")
     collective_timeout: float = trial_option("collective_timeout")
     metric: str = option("accuracy", help="selection metric", choices=tuple(selection.METRICS))
-    model_name: str = option(MODEL_NAME, help="TF Serving model name")
+    model_name: str = option(MODEL_NAME, help="TF Serving model name", check=model_name_problem)
+    min_accuracy: float | None = min_accuracy_option()
     seed: int = option(SearchSettings.seed, help="seed for the synthetic data, initial weights and shuffling")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// data (sets AWS_ENDPOINT_URL)")
 
@@ -63,6 +65,7 @@ class Config(CommandConfig):
             search=search.search_settings(self, str(workdir / "data"), workdir / "search"),
             metric=self.metric,
             model_name=self.model_name,
+            min_accuracy=self.min_accuracy,
         )
 
 

@@ -1,6 +1,7 @@
 """Model selection (fan-in): evaluate trained models on the held-out split, print and write the
 results table, and, with --model-base-path, promote the winner into TF Serving's layout
-(<base>/<model-name>/<version>/) as the new highest version, atomically.
+(<base>/<model-name>/<version>/) as the new highest version, atomically; a winner below
+--min-accuracy (by default clearly above chance) is refused and nothing is promoted.
 
 Candidates are trained-model directories (model.keras + training.json, from any framework) or
 directories that contain them, such as a search's WORKDIR/trials.
@@ -10,18 +11,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 from workloads.core import fsutil, logs, storage
 from workloads.core.errors import DataError
 from workloads.core.settings import CommandConfig, option
 from workloads.data import datasets
 from workloads.data.shards import ShardCache, ShardSet
-from workloads.serving.tfs_config import MODEL_NAME
+from workloads.serving.tfs_config import MODEL_NAME, model_name_problem
 from workloads.workflow import selection
 from workloads.workflow.export import promote_trained_model
 
 HELP = "evaluate candidates on the held-out split, rank them, promote the best"
 log = logging.getLogger(__name__)
+
+
+def _fraction(value: float | None) -> str | None:
+    return None if value is None or 0 <= value <= 1 else f"must be between 0 and 1, got {value}"
+
+
+def min_accuracy_option() -> Any:
+    """``--min-accuracy``, the same flag for ``select`` and ``pipeline``."""
+    return option(
+        None,
+        help="least held-out accuracy the winner needs to be promoted (0..1); none = a tenth of the way "
+        "from chance (1/classes of the held-out data) to 1, 0.19 for 10 classes",
+        check=_fraction,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +49,8 @@ class Config(CommandConfig):
     model_base_path: str | None = option(
         None, help="TF Serving base path to promote the winner into; none = no promotion"
     )
-    model_name: str = option(MODEL_NAME, help="model name under the base path")
+    model_name: str = option(MODEL_NAME, help="model name under the base path", check=model_name_problem)
+    min_accuracy: float | None = min_accuracy_option()
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// (sets AWS_ENDPOINT_URL)")
 
 
@@ -51,12 +68,14 @@ def run(config: Config) -> int:
     storage.set_s3_endpoint(config.s3_endpoint)
     candidates = selection.find_candidates(config.candidates)
     test_url = held_out(config.data)
-    rows = selection.select(candidates, ShardSet.open(test_url, cache=ShardCache()), config.metric)
+    test_data = ShardSet.open(test_url, cache=ShardCache())
+    rows = selection.select(candidates, test_data, config.metric)
     print(selection.render_table(rows, config.metric))
     if config.results:
         fsutil.atomic_write_text(config.results, selection.results_json(rows, config.metric, test_url))
         log.info("results table written", extra=logs.fields(path=config.results))
     if config.model_base_path:
+        selection.check_promotable(rows[0], test_data.manifest.num_classes, config.min_accuracy)
         version, url = promote_trained_model(rows[0].url, config.model_base_path, config.model_name, test_url)
         print(f"promoted {rows[0].run_name} as {config.model_name} version {version}: {url}")
     return 0

@@ -45,7 +45,11 @@ class Config(CommandConfig):
         None,
         help="directory or fsspec URL holding <version>/ SavedModel folders (one model; or use --model-config-file)",
     )
-    model_name: str = option(tfs_config.MODEL_NAME, help="name of the model given by --model-base-path")
+    model_name: str = option(
+        tfs_config.MODEL_NAME,
+        help="name of the model given by --model-base-path",
+        check=tfs_config.model_name_problem,
+    )
     model_config_file: str | None = option(
         None,
         help="TF Serving model config (text ModelServerConfig, e.g. from `tfs-config`): models, versions, labels",

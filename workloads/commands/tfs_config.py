@@ -39,7 +39,11 @@ class Config(CommandConfig):
     model_base_path: str = option(
         help="directory (or s3:// / hdfs:// URL) holding <version>/ SavedModel folders"
     )
-    model_name: str = option(tfs_config.MODEL_NAME, help="name clients use in /v1/models/<name>")
+    model_name: str = option(
+        tfs_config.MODEL_NAME,
+        help="name clients use in /v1/models/<name>",
+        check=tfs_config.model_name_problem,
+    )
     versions: tuple[int, ...] = option(
         (), help="serve exactly these versions (comma-separated); empty = latest"
     )

@@ -9,7 +9,8 @@ torchrun). Locally, --local-workers N starts N worker processes on 127.0.0.1 wit
 environment (PyTorch: N torchrun elastic agents; parameter-server: plus a chief and --local-ps ps
 tasks, also with N = 1) and restarts them if a worker dies. With --checkpoint-dir, a restarted run
 resumes from its last checkpoint.
-Exit codes: 0 done; 1 bad input (permanent); 2 bad flags; 138 a peer was lost (retry).
+Exit codes: 0 done; 1 bad input (permanent); 2 bad flags; 138 a peer was lost or never joined (retry);
+130/143 stopped by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations

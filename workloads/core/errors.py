@@ -17,6 +17,24 @@ class DataError(WorkloadError):
         self.offset = offset
 
 
+class StorageError(WorkloadError, OSError):
+    """Storage at ``url`` cannot be reached, refuses access, or has no client or runtime for its scheme.
+
+    ``cause`` is what went wrong, in one line; ``hint`` names the setting or package to check. It is
+    also an :class:`OSError`, so code that treats I/O failures as non-fatal (pruning old checkpoints)
+    keeps doing so; a missing file is *not* a storage error and stays a :class:`FileNotFoundError`.
+    """
+
+    def __init__(self, url: str, cause: str, hint: str) -> None:
+        super().__init__(f"{url}: {cause}; {hint}")
+        self.url = url
+        self.cause = cause
+        self.hint = hint
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.url, self.cause, self.hint)
+
+
 class ClusterConfigError(WorkloadError):
     """The cluster environment (TF_CONFIG, torchrun variables) is inconsistent."""
 

@@ -166,17 +166,17 @@ def _read_config_file(config_type: type[CommandConfig], path: str | pathlib.Path
         text = path.read_text()
     except OSError as error:
         raise ConfigError("--config", f"cannot read {path}: {error.strerror}") from error
-    try:
-        if path.suffix in {".yaml", ".yml"}:
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, ImportError) as error:  # yaml.YAMLError is a ValueError subclass
+    except UnicodeDecodeError as error:
         raise ConfigError(
-            "--config", f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {error}"
-        ) from error
+            "--config", f"{path} is not UTF-8 text: {error.reason} at byte {error.start}"
+        ) from None
+    try:
+        data = _parse_config(path, text)
+    except ValueError as error:
+        problem = " ".join(str(error).split())  # YAML's messages point at the spot over several lines
+        raise ConfigError(
+            "--config", f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {problem}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -189,6 +189,24 @@ def _read_config_file(config_type: type[CommandConfig], path: str | pathlib.Path
             "--config", f"{path}: unknown setting(s) {unknown}; valid settings: {sorted(known)}"
         )
     return normalised
+
+
+def _parse_config(path: pathlib.Path, text: str) -> Any:
+    """JSON, or YAML for ``.yaml``/``.yml``; any malformation is raised as a ``ValueError``."""
+    if path.suffix not in {".yaml", ".yml"}:
+        return json.loads(text)
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError(
+            "reading YAML needs PyYAML (pip install pyyaml); or write the file as JSON"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:  # not a ValueError: it used to escape as a traceback
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{getattr(error, 'problem', None) or error}{where}") from None
 
 
 def _convert(kind: Any, raw: Any, source: str, field: dataclasses.Field) -> Any:

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import re
 import struct
+import tempfile
 import threading
 import uuid
 import zlib
@@ -34,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from workloads.core import storage
-from workloads.core.errors import DataError
+from workloads.core import logs, storage
+from workloads.core.errors import DataError, StorageError
 
 MAGIC = b"MLSHARD\x00"
 DEFAULT_SHARD_SIZE = 4096  # records per shard, for ingest and stream-ingest alike
@@ -86,6 +90,21 @@ class Manifest:
     @property
     def records(self) -> int:
         return sum(entry.records for entry in self.shards)
+
+    @property
+    def content_digest(self) -> str:
+        """SHA-256 over what defines the records: image shape, class count, and each shard's SHA-256 and
+        record count in order. Metadata (Kafka offsets, sources, timestamps) and file names are left
+        out, so the same records written twice into the same shards have the same digest, and any
+        changed image or label changes it."""
+        digest = hashlib.sha256()
+        rows, cols = self.image_shape
+        digest.update(
+            f"{MANIFEST_FORMAT} v{FORMAT_VERSION} {rows}x{cols} classes={self.num_classes}\n".encode()
+        )
+        for entry in self.shards:
+            digest.update(f"{entry.sha256} {entry.records}\n".encode())
+        return digest.hexdigest()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -206,36 +225,97 @@ class ShardCache:
     A file is only renamed into place after its checksum matched, so anything in the cache is good.
     With ``max_bytes`` the least recently used copies are removed to make room; a copy that is still
     memory-mapped stays readable after removal (POSIX keeps unlinked mapped files alive).
+
+    A cache directory that cannot be written (the cluster images' root filesystem is read-only, and the
+    default is under ``~/.cache``) falls back, with one warning that names the directory, the reason and
+    ``--cache-dir`` / ``MLSTACK_CACHE_DIR``, to a private directory under the system's temporary
+    directory (``TMPDIR``, the writable scratch volume of a pod). Falling back rather than failing:
+    the cache only holds checksummed copies, so where they are changes nothing that is read, and
+    failing would make every remote read of the default settings fail in those images. Copies already
+    in the read-only directory (a pre-filled cache) are still used. A cache that cannot be written for
+    another reason (a full disk), or no writable fallback, is a :class:`StorageError` naming the flag.
     """
+
+    # errnos that mean "this directory cannot be written here", answered by falling back
+    _UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST})
 
     def __init__(
         self, directory: str | os.PathLike = DEFAULT_CACHE_DIR, max_bytes: int | None = None
     ) -> None:
-        self.directory = pathlib.Path(directory)
+        self.configured = pathlib.Path(directory)
+        self.directory = self.configured  # where new copies go: the fallback once it could not be written
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
 
     def fetch(self, url: str, entry: ShardEntry, image_shape: Sequence[int]) -> pathlib.Path:
-        target = self.directory / f"{entry.sha256}.bin"
-        if target.exists() and target.stat().st_size == entry.bytes:
-            os.utime(target)
-            return target
-        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{entry.sha256}.bin"
+        for directory in dict.fromkeys((self.directory, self.configured)):
+            target = directory / name
+            if target.exists() and target.stat().st_size == entry.bytes:
+                with contextlib.suppress(OSError):  # a read-only cache keeps its order, not its copies
+                    os.utime(target)
+                return target
         fs, path = storage.filesystem(url)
         try:
-            with fs.open(path, "rb") as remote:
+            with storage.reporting(url), fs.open(path, "rb") as remote:
                 data = remote.read()
         except FileNotFoundError:
             raise DataError(url, "listed in the manifest but missing from storage") from None
         check_shard_bytes(data, entry, image_shape, url)
-        temporary = self.directory / f".{entry.sha256}.{uuid.uuid4().hex[:8]}.tmp"
+        directory = self.directory
+        try:
+            target = self._store(directory, name, data)
+        except OSError as error:
+            target = self._store(self._fall_back(directory, error), name, data)
+        self._evict(keep=target)
+        return target
+
+    @staticmethod
+    def _store(directory: pathlib.Path, name: str, data: bytes) -> pathlib.Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / name
+        temporary = directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             temporary.write_bytes(data)
             os.replace(temporary, target)
         finally:
-            temporary.unlink(missing_ok=True)
-        self._evict(keep=target)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
         return target
+
+    def _fall_back(self, failed: pathlib.Path, error: OSError) -> pathlib.Path:
+        """The directory to write to after ``failed`` could not be written; raises when there is none."""
+        flag = "set --cache-dir (MLSTACK_CACHE_DIR) to a writable directory"
+        with self._lock:
+            if self.directory != failed:  # another thread (the prefetcher) fell back already
+                return self.directory
+            if error.errno not in self._UNWRITABLE or failed != self.configured:
+                raise StorageError(
+                    str(failed), f"cannot write the shard cache ({error.strerror or error})", flag
+                )
+            fallback = pathlib.Path("<the temporary directory>")
+            try:
+                fallback = pathlib.Path(tempfile.gettempdir()) / f"mlstack-shards-{os.getuid()}"
+                fallback.mkdir(mode=0o700, exist_ok=True)
+                if fallback.stat().st_uid != os.getuid():  # a shared /tmp: never trust another user's folder
+                    fallback = pathlib.Path(tempfile.mkdtemp(prefix="mlstack-shards-"))
+            except OSError as second:
+                raise StorageError(
+                    str(failed),
+                    f"cannot write the shard cache ({error.strerror or error}), nor {fallback} "
+                    f"({second.strerror or second})",
+                    flag,
+                ) from None
+            logging.getLogger(__name__).warning(
+                "shard cache %s cannot be written (%s); caching in %s instead; %s",
+                failed,
+                error.strerror or error,
+                fallback,
+                flag,
+                extra=logs.fields(cache_dir=str(failed), fallback=str(fallback)),
+            )
+            self.directory = fallback
+            return fallback
 
     def _evict(self, keep: pathlib.Path) -> None:
         if self.max_bytes is None:

@@ -25,7 +25,9 @@ class ClientOptions(CommandConfig):
         "gRPC (TF Serving or serve-dev)",
         check=_server_url,
     )
-    model_name: str = option(tfs_config.MODEL_NAME, help="model to ask (/v1/models/<name>)")
+    model_name: str = option(
+        tfs_config.MODEL_NAME, help="model to ask (/v1/models/<name>)", check=tfs_config.model_name_problem
+    )
     signature: Literal["serving_default", "serving_bytes"] = option(
         DEFAULT_SIGNATURE, help="serving_default sends pixels, serving_bytes sends PNG-encoded images"
     )

@@ -22,12 +22,34 @@ MODEL_NAME = "fashion_mnist"
 # TF Serving's own defaults (--port, --rest_api_port); the development server and the clients use them too.
 GRPC_PORT = 8500
 REST_PORT = 8501
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A model name is one segment of TF Serving's layout (<base>/<model name>/<version>/) and a label value
+# (Prometheus, the cluster's specs): the Kubernetes label-value syntax, which every filesystem, object
+# store, URL and TF Serving take as it is. It starts with a letter or digit, so never "." or "..".
+# Matched with fullmatch: "^...$" would let a trailing newline through.
+MODEL_NAME_RULE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _LABEL = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 class TfsConfigError(ValueError):
     """A TF Serving setting that TF Serving would reject or misread."""
+
+
+def model_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a model name, or None when it can (a settings check)."""
+    if isinstance(name, str) and MODEL_NAME_RULE.fullmatch(name):
+        return None
+    return (
+        "must be one path segment: 1-63 letters, digits, '.', '_' or '-', starting and ending with a "
+        f"letter or digit, got {name!r}"
+    )
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it is a safe model name; :class:`TfsConfigError` otherwise."""
+    problem = model_name_problem(name)
+    if problem:
+        raise TfsConfigError(f"model name {problem}")
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +68,7 @@ class ServedModel:
     labels: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise TfsConfigError(f"model name {self.name!r}: use letters, digits, '_', '.', '-'")
+        check_model_name(self.name)
         if not self.base_path:
             raise TfsConfigError(f"model {self.name}: base_path must not be empty")
         if any(v <= 0 for v in self.versions) or len(set(self.versions)) != len(self.versions):

@@ -5,6 +5,7 @@ Layout of a checkpoint directory (local path or fsspec URL)::
     latest.json            the commit point: {"step", "epoch", "batch", "path", "written_at", ...}
     step-000000120/        one checkpoint: the framework's files plus state.json
     .staging-<id>/         a checkpoint being written (local disk only; removed on failure)
+    superseded/            latest.json and step-*/ of an earlier run that this one could not resume
 
 Saving writes the framework's files into a staging directory (local disk: next to the checkpoints;
 remote: a local temporary directory), then makes them visible under ``step-N/`` (local: one rename;
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
 STATE = "state.json"
+SUPERSEDED = "superseded"
 WritePayload = Callable[[pathlib.Path], None]
 
 
@@ -200,6 +202,46 @@ class CheckpointStore:
             return [p.name for p in root.glob("step-*") if p.is_dir()] if root.exists() else []
         fs, path = storage.filesystem(self.url)
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if "/step-" in p]
+
+    def set_aside(self) -> str | None:
+        """Moves ``latest.json`` and every step directory into ``superseded/`` (chief only, before its
+        first save), replacing what an earlier call left there; returns where they went, or None when
+        there was nothing to move.
+
+        ``latest.json`` moves first: from then on no worker resumes any of them. A writer killed midway
+        leaves step directories without a pointer, which the next fresh start sets aside in turn. Kept,
+        not deleted, so a person can move them back; one set at a time bounds the space they take.
+        """
+        names = sorted(self._step_dirs())
+        if storage.exists(storage.join(self.url, LATEST)):
+            names.insert(0, LATEST)
+        if not names:
+            return None
+        target = storage.join(self.url, SUPERSEDED)
+        try:
+            if self.local:
+                root, aside = storage.local_path(self.url), storage.local_path(target)
+                shutil.rmtree(aside, ignore_errors=True)
+                aside.mkdir()
+                for name in names:
+                    os.rename(root / name, aside / name)
+                fsutil.fsync_dir(root)
+            else:
+                fs, path = storage.filesystem(self.url)
+                path = path.rstrip("/")
+                if fs.exists(f"{path}/{SUPERSEDED}"):
+                    fs.rm(f"{path}/{SUPERSEDED}", recursive=True)
+                for name in names:  # object stores have no rename: copy each file, then delete
+                    files = [f"{path}/{name}"] if name == LATEST else fs.find(f"{path}/{name}")
+                    for file in files:
+                        fs.copy(file, f"{path}/{SUPERSEDED}/{file[len(path) + 1 :]}")
+                    fs.rm(files)
+        except OSError as error:
+            raise CheckpointError(
+                f"could not move the checkpoints in {self.url} aside to {target}: {error}; "
+                "move them yourself or use another --checkpoint-dir"
+            ) from error
+        return target
 
     def remove_stale_staging(self) -> None:
         """Deletes staging directories a killed writer left behind (chief, at start-up)."""

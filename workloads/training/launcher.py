@@ -12,6 +12,12 @@ for a lost peer), the others are stopped and the whole group restarts on fresh p
 error (bad input, bad config) that a restart cannot fix, so the job stops at once. The whole job has
 an outer ``timeout``, so nothing waits forever on a hung collective.
 
+The workers are tied to the launcher: each gets SIGKILL from the kernel when the launcher ends, however
+it ends (Linux's parent-death signal, :func:`children.tie_to_this_process`), so no orphan trains on
+and races a re-run. Each worker runs in a session of its own, so a terminal's Ctrl-C reaches only the
+launcher; SIGINT or SIGTERM to the launcher stops the group (SIGTERM, SIGKILL after ``grace_seconds``;
+a second signal kills at once) and the launcher exits 130 or 143 (:class:`Interrupted`).
+
 With ``elastic`` (:class:`ElasticAgents`, an elastic PyTorchJob), each of the processes is a torchrun
 elastic agent (one "node" running one worker) joining a c10d rendezvous hosted by agent 0 on a free
 loopback port. The agents restart their workers themselves when one fails or a node joins or
@@ -39,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Literal
 
 from workloads.core import children, logs
@@ -58,6 +64,18 @@ CLUSTER_VARIABLES = (
     "MASTER_ADDR",
     "MASTER_PORT",
 )
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(SystemExit):
+    """SIGINT or SIGTERM reached the launcher, which stopped its workers; the process exits with
+    128 + the signal's number (130, 143). Not a :class:`WorkloadError`: nothing goes on to the next job."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +231,7 @@ class LocalJob:
         grace_seconds: float = 10.0,
         on_start: Callable[[LocalJob], None] | None = None,
         elastic: ElasticAgents | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -230,6 +249,8 @@ class LocalJob:
         self.grace_seconds = grace_seconds
         self.on_start = on_start
         self.elastic = elastic
+        self.pass_fds = tuple(pass_fds)  # open in every worker (a lock held as long as any of them lives)
+        self.signalled: int | None = None  # the SIGINT or SIGTERM that stops the job
         self.attempt = 0
         self.lost: set[int] = set()  # elastic: agents gone for good while the job went on without them
         self.workers: list[subprocess.Popen] = []
@@ -237,10 +258,15 @@ class LocalJob:
         self._echo_lock = threading.Lock()
 
     def run(self) -> LaunchResult:
+        with self._signals_stop_the_job():
+            return self._run()
+
+    def _run(self) -> LaunchResult:
         started = time.monotonic()
         deadline = started + self.timeout
         try:
             while True:
+                self._raise_if_signalled()
                 self.attempt += 1
                 self._start()
                 failure = self._wait(deadline)
@@ -273,6 +299,38 @@ class LocalJob:
         finally:
             self._stop()
 
+    @contextlib.contextmanager
+    def _signals_stop_the_job(self) -> Iterator[None]:
+        """SIGINT and SIGTERM stop the workers and end :meth:`run` with :class:`Interrupted`, whatever
+        the job did meanwhile (main thread only: elsewhere the signals keep their usual effect)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:  # None: set outside Python, cannot be put back
+                    signal.signal(signum, handler)
+            if self.signalled is not None:
+                log.warning(
+                    "stopped the job on %s",
+                    signal.Signals(self.signalled).name,
+                    extra=logs.fields(signal=signal.Signals(self.signalled).name, attempt=self.attempt),
+                )
+                raise Interrupted(self.signalled)  # the signal decides how the job ends, whatever it did
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.signalled is not None:  # a second signal: no more grace
+            for process in self.workers:
+                _signal(process, signal.SIGKILL)
+        self.signalled = signum
+
+    def _raise_if_signalled(self) -> None:
+        if self.signalled is not None:
+            raise Interrupted(self.signalled)
+
     def launch_plan(self) -> list[tuple[list[str], dict[str, str]]]:
         """(argv, extra environment) of every process of this attempt, on fresh ports."""
         if self.elastic is None:
@@ -297,11 +355,11 @@ class LocalJob:
         plan = self.launch_plan()
         self.lost = set()
         self.workers, self._pumps = [], []
+        tie = children.tie_to_this_process()
         for index, (argv, extra) in enumerate(plan):
             inherited = {k: v for k, v in self.base_env.items() if k not in CLUSTER_VARIABLES}
             env = {
-                **inherited,
-                "TF_CPP_MIN_LOG_LEVEL": inherited.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+                **children.child_env(inherited),
                 "PYTHONUNBUFFERED": "1",
                 **self.env,
                 **extra,
@@ -314,6 +372,8 @@ class LocalJob:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C reaches the launcher, which stops the group
+                preexec_fn=tie,  # the worker dies with the launcher
+                pass_fds=self.pass_fds,
             )
             self.workers.append(process)
             sink = self._log_file(index)
@@ -356,6 +416,7 @@ class LocalJob:
     def _wait(self, deadline: float) -> tuple[int, int] | None:
         """None when every worker exited 0; (index, code) of the first failure otherwise."""
         while True:
+            self._raise_if_signalled()
             codes = [p.poll() for p in self.workers]
             for index, code in enumerate(codes):
                 if (

@@ -1,8 +1,8 @@
 """What every trainer records about a run, whatever its framework or strategy.
 
 The trainers differ in how a step is computed; they agree on what a run *is*: which checkpoints may
-be resumed (the same model, global batch size and seed), how progress is logged, how the weights are
-fingerprinted, and what the trained-model directory holds. Those rules live here once, so a
+be resumed (those of the same run: see :func:`checkpoint_identity`), how progress is logged, how the
+weights are fingerprinted, and what the trained-model directory holds. Those rules live here once, so a
 TensorFlow and a PyTorch run of the same settings are told apart only by their ``framework`` field.
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 
 from workloads import models
 from workloads.core import logs, progress, storage
-from workloads.core.errors import CheckpointError, DataError, WorkloadError
+from workloads.core.errors import DataError, WorkloadError
 from workloads.data import datasets
 from workloads.data.sampling import WorkerBatches
-from workloads.data.shards import ShardCache, ShardSet
+from workloads.data.shards import Manifest, ShardCache, ShardSet
 from workloads.training import trained_model
 from workloads.training.checkpoints import CheckpointState, CheckpointStore
 from workloads.training.config import TrainConfig
@@ -99,15 +99,37 @@ def log_training_data(url: str, batches: WorkerBatches, total_steps: int) -> Non
     )
 
 
-def checkpoint_identity(framework: str, config: TrainConfig, records: int) -> dict[str, Any]:
-    """What a checkpoint records about its run; a checkpoint of another run is never resumed."""
+def checkpoint_identity(framework: str, config: TrainConfig, manifest: Manifest) -> dict[str, Any]:
+    """What makes two runs the same run: every setting that changes the trained weights, and the training
+    data's content digest. A checkpoint is resumed only by a run of equal identity, a trained model is
+    memoised only for one (``search``), and ``training.json`` records it.
+
+    Left out on purpose: ``epochs`` (the batches and the constant learning rate do not depend on it,
+    so a 2-epoch run's checkpoint is the first two epochs of a 3-epoch run; a checkpoint past this
+    run's last step is refused in :func:`latest_checkpoint`), the worker count (an elastic job resumes
+    with fewer or more workers), ``--precision`` and ``--threads`` (how the same arithmetic is done, not
+    what it is) and the data's URL (the digest identifies the records wherever they are).
+    """
     return {
         "framework": framework,
         "strategy": config.strategy,
         "model": config.model,
         "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
         "seed": config.seed,
-        "records": records,
+        "shuffle_window": config.shuffle_window,
+        "data_sha256": manifest.content_digest,
+        "records": manifest.records,
+    }
+
+
+def identity_changes(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The keys of ``expected`` that ``recorded`` holds another value for, or none (an older writer's
+    record): ``{key: {"recorded": old, "now": new}}``; empty when the two are the same run."""
+    return {
+        key: {"recorded": recorded.get(key), "now": value}
+        for key, value in expected.items()
+        if recorded.get(key) != value
     }
 
 
@@ -124,11 +146,15 @@ def checkpoint_due(config: TrainConfig, step: int, total_steps: int) -> bool:
 
 
 def latest_checkpoint(
-    store: CheckpointStore | None, identity: Mapping[str, Any], *, is_chief: bool
+    store: CheckpointStore | None, identity: Mapping[str, Any], *, total_steps: int, is_chief: bool
 ) -> CheckpointState | None:
-    """The checkpoint this run resumes from, checked to be one of its own; None for a fresh start.
+    """The checkpoint this run resumes from; None for a fresh start, which is logged with its reason.
 
-    The chief first removes what a killed writer left behind; a fresh start is logged.
+    A checkpoint of another identity (other data, learning rate, model ...) or past this run's
+    ``total_steps`` is not resumed: the run starts at step 0. Every worker reaches that decision alone,
+    from the same ``latest.json`` and its own identity (equal on every worker), so they agree without
+    talking. The chief first removes what a killed writer left behind, and on a fresh start sets the
+    unusable checkpoints aside (``superseded/``) so that nothing resumes or prunes them later.
     """
     if store is None:
         log_fresh_start(None)
@@ -136,30 +162,28 @@ def latest_checkpoint(
     if is_chief:
         store.remove_stale_staging()
     state = store.latest()
+    changed = identity_changes(state.extra, identity) if state is not None else {}
     if state is None:
         log_fresh_start(store)
-        return None
-    check_resumable(store, state, identity)
-    return state
-
-
-def check_resumable(store: CheckpointStore, state: CheckpointState, expected: Mapping[str, Any]) -> None:
-    """Refuses a checkpoint of a different run; warns when only the training data changed."""
-    mismatched = {  # a key the checkpoint does not record (an older writer) is not compared
-        key: (state.extra[key], value)
-        for key, value in expected.items()
-        if key != "records" and key in state.extra and state.extra[key] != value
-    }
-    if mismatched:
-        raise CheckpointError(
-            f"{store.url} holds a checkpoint of a different run ({mismatched} as (checkpoint, now)); "
-            "use another --checkpoint-dir or the same settings"
-        )
-    if state.extra.get("records") != expected.get("records"):
+    elif changed:
         log.warning(
-            "the training data changed since the checkpoint",
-            extra=logs.fields(checkpoint_records=state.extra.get("records"), records=expected.get("records")),
+            "checkpoint identity changed (%s): starting at step 0, not resuming step %d",
+            ", ".join(changed),
+            state.step,
+            extra=logs.fields(checkpoint_dir=store.url, checkpoint_step=state.step, changed=changed),
         )
+    elif state.step > total_steps:
+        log.warning(
+            "checkpoint at step %d is past this run's %d steps: starting at step 0",
+            state.step,
+            total_steps,
+            extra=logs.fields(checkpoint_dir=store.url, checkpoint_step=state.step, total_steps=total_steps),
+        )
+    else:
+        return state
+    if is_chief and (where := store.set_aside()):
+        log.info("earlier checkpoints set aside", extra=logs.fields(path=where))
+    return None
 
 
 def log_resumed(store: CheckpointStore, state: CheckpointState, batches: WorkerBatches) -> None:
@@ -247,6 +271,7 @@ def write_trained_model(
     history: list[dict[str, float]],
     digest: str,
     started: float,
+    identity: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> None:
     """The chief's last act: ``model.keras`` and ``training.json`` under ``--output``."""
@@ -268,6 +293,7 @@ def write_trained_model(
         weights_sha256=digest,
         created_at=time.time(),
         extra=dict(extra or {}),
+        identity=dict(identity),
     )
     try:
         trained_model.save(config.output, model, record)

@@ -28,7 +28,7 @@ from workloads import models
 from workloads.core import logs, storage
 from workloads.core.errors import ClusterConfigError
 from workloads.data.sampling import uneven_split
-from workloads.training import cluster, runs, tf_runtime
+from workloads.training import cluster, runs, tf_runtime, watchdog
 from workloads.training.config import TrainConfig
 from workloads.training.metrics import TrainingMetrics
 
@@ -39,6 +39,7 @@ PAYLOAD = "tf/model"  # tf.train.Checkpoint prefix inside a checkpoint directory
 
 
 def train(config: TrainConfig) -> int:
+    watchdog.exit_on_signals()  # TensorFlow blocks the main thread and replaces the SIGTERM handler
     info = cluster.detect(os.environ)
     logs.bind(rank=info.rank, role=info.task_type)
     log.info("cluster: %s", info.describe(), extra=logs.fields(world_size=info.world_size))
@@ -90,7 +91,7 @@ class _Trainer:
         self.model, self.optimizer = self._build_model()
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.store = runs.checkpoint_store(config)
-        self.identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
+        self.identity = runs.checkpoint_identity(FRAMEWORK, config, data.manifest)
         start_step = self._restore()
         self.metrics.record_resume(start_step)
         return start_step
@@ -100,7 +101,8 @@ class _Trainer:
         tf, config, world_size = self.tf, self.config, self.info.world_size
         self._configure_coordination()
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=config.collective_timeout)
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        with tf_runtime.joining(tf, self.info, config.startup_timeout):
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         if strategy.num_replicas_in_sync % world_size:
             raise ClusterConfigError(
                 f"{strategy.num_replicas_in_sync} replicas in sync for {world_size} workers: "
@@ -249,6 +251,8 @@ class _Trainer:
             shutdown_barrier_timeout_in_ms=int(self.config.heartbeat_timeout * 1000),
             coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=n, num_tasks=k) for n, k in jobs],
         )
+        # Without this only a worker bounds its registration; the leader would wait for the others ~11 min.
+        context.context().coordination_service.cluster_register_with_barrier = True
 
     def _distributed_train_step_function(self):
         """``distributed_train_step(iterator)``: ``train_step`` on every replica, the loss summed.
@@ -301,7 +305,9 @@ class _Trainer:
     def _restore(self) -> int:
         """Every worker restores the latest checkpoint, if any; returns its step (0 for a fresh start)."""
         store = self.store
-        state = runs.latest_checkpoint(store, self.identity, is_chief=self.info.is_chief)
+        state = runs.latest_checkpoint(
+            store, self.identity, total_steps=self.total_steps, is_chief=self.info.is_chief
+        )
         if state is None:
             return 0
         with store.open(state) as directory:
@@ -333,4 +339,5 @@ class _Trainer:
             history=runs.epoch_history(history),
             digest=digest,
             started=self.started,
+            identity=self.identity,
         )

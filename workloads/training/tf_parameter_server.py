@@ -48,7 +48,7 @@ import numpy as np
 from workloads import models
 from workloads.core import logs, storage
 from workloads.core.errors import ClusterConfigError
-from workloads.training import cluster, runs, tf_runtime
+from workloads.training import cluster, runs, tf_runtime, watchdog
 from workloads.training.config import TrainConfig
 from workloads.training.metrics import TrainingMetrics
 
@@ -60,6 +60,7 @@ ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7  # Keras' Adam default
 
 
 def train(config: TrainConfig) -> int:
+    watchdog.exit_on_signals()  # the tasks wait in TensorFlow's C++, where Python's handlers do not run
     info = cluster.detect(os.environ)
     logs.bind(rank=info.rank, role=info.task_type)
     log.info("cluster: %s", info.describe(), extra=logs.fields(task=info.task_type, index=info.task_index))
@@ -198,7 +199,7 @@ class _Coordinator:
         self.model = models.build_model(config.model, seed=config.seed)  # the chief's copy: a template
         self.state = _ServerState(tf, self.strategy, self.model)
         self.store = runs.checkpoint_store(config)
-        self.identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
+        self.identity = runs.checkpoint_identity(FRAMEWORK, config, data.manifest)
         start_step = self._restore()
         self.metrics.record_resume(start_step)
         return start_step
@@ -207,7 +208,8 @@ class _Coordinator:
         """ParameterServerStrategy over TF_CONFIG's cluster, and the ClusterCoordinator scheduling on it."""
         tf = self.tf
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        strategy = tf.distribute.ParameterServerStrategy(resolver)
+        with tf_runtime.joining(tf, self.info, self.config.startup_timeout):  # TF has no timeout here
+            strategy = tf.distribute.ParameterServerStrategy(resolver)
         coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
         log.info(
             "ParameterServerStrategy: %d worker(s), %d ps task(s)",
@@ -281,6 +283,7 @@ class _Coordinator:
             history=runs.epoch_history(losses),
             digest=digest,
             started=self.started,
+            identity=self.identity,
             extra={"ps_tasks": len(self.info.cluster["ps"])},
         )
         self._leave()
@@ -316,7 +319,7 @@ class _Coordinator:
     def _restore(self) -> int:
         """The latest checkpoint, if any, restored into the ps variables; returns its step (else 0)."""
         store = self.store
-        latest = runs.latest_checkpoint(store, self.identity, is_chief=True)
+        latest = runs.latest_checkpoint(store, self.identity, total_steps=self.total_steps, is_chief=True)
         if latest is None:
             return 0
         with store.open(latest) as directory:

@@ -231,7 +231,7 @@ class _Trainer:
             config, data_url, data, rank=self.info.rank, world_size=self.info.world_size
         )
         self.store = runs.checkpoint_store(config)
-        self.identity = runs.checkpoint_identity(FRAMEWORK, config, len(data))
+        self.identity = runs.checkpoint_identity(FRAMEWORK, config, data.manifest)
         resume = self._read_checkpoint()  # before the model: a damaged one fails fast
         self._build_model()
         start_step = 0
@@ -316,6 +316,7 @@ class _Trainer:
             history=history,
             digest=digest,
             started=self.started,
+            identity=self.identity,
             extra={
                 "backend": self.placement.backend,
                 "device": self.placement.device.type,
@@ -388,7 +389,9 @@ class _Trainer:
     def _read_checkpoint(self) -> tuple[CheckpointState, dict[str, Any], str] | None:
         """The checkpoint to resume from, read and verified: (state, payload, where), or None."""
         store = self.store
-        state = runs.latest_checkpoint(store, self.identity, is_chief=self.info.is_chief)
+        state = runs.latest_checkpoint(
+            store, self.identity, total_steps=self.total_steps, is_chief=self.info.is_chief
+        )
         if state is None:
             return None
         where = storage.join(store.url, state.path)

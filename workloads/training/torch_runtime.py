@@ -30,14 +30,13 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from workloads.core import logs
+from workloads.core import children, logs
 from workloads.core.errors import ClusterConfigError, PeerLostError
 from workloads.training import cluster
 
 log = logging.getLogger(__name__)
 PrecisionName = Literal["fp32", "bf16", "fp16"]
 JOIN_PREFIX = "mlstack/join"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # How gloo and NCCL report a peer that died or stopped answering (plain RuntimeErrors in gloo's case).
 _PEER_FAILURE = re.compile(r"gloo/|Connection closed by peer|Connection reset by peer|NCCL|timed out", re.I)
 
@@ -124,16 +123,8 @@ def follow_agent() -> None:
     """
     if sys.platform != "linux" or "TORCHELASTIC_RUN_ID" not in os.environ:
         return
-    import ctypes
-    import signal
-
-    agent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        log.warning("could not tie this worker to its agent (prctl errno %d)", ctypes.get_errno())
-        return
-    if os.getppid() != agent:  # the agent died before the signal was armed
-        os._exit(PeerLostError.exit_code)
+    if not children.die_with_parent(os.getppid()):  # exits at once if the agent is already gone
+        log.warning("could not tie this worker to its agent (prctl refused)")
 
 
 def is_peer_failure(error: BaseException) -> bool:

@@ -23,7 +23,8 @@ from workloads.core.errors import WorkloadError
 MODEL_FILE = "model.keras"
 METADATA_FILE = "training.json"
 FORMAT = "mlstack.trained-model"
-VERSION = 1
+VERSION = 2  # 2 added ``identity``
+READABLE_VERSIONS = (1, 2)  # a version 1 record reads with an empty identity: selectable, never memoised
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,8 @@ class TrainingRecord:
     weights_sha256: str
     created_at: float
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # the run's identity (``runs.checkpoint_identity``: settings that change the weights, data_sha256)
+    identity: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -57,8 +60,10 @@ class TrainingRecord:
     def parse(cls, text: bytes | str, where: str) -> TrainingRecord:
         try:
             data = json.loads(text)
-            if data.pop("format", None) != FORMAT or data.pop("version", None) != VERSION:
-                raise ValueError(f"not a {FORMAT} v{VERSION} record")
+            if data.pop("format", None) != FORMAT or data.pop("version", None) not in READABLE_VERSIONS:
+                raise ValueError(
+                    f"not a {FORMAT} record of version {' or '.join(map(str, READABLE_VERSIONS))}"
+                )
             return cls(**data)
         except (ValueError, TypeError) as error:
             raise WorkloadError(f"{where}: not a trained-model record ({error})") from None

@@ -12,20 +12,25 @@ Signatures (the contract in ``docs/interfaces.md``):
 The model's own first layer scales 0-255 to [0, 1], so both signatures do exactly what training did.
 ``assets.extra/tf_serving_warmup_requests`` holds ``PredictionLog`` records (one request per
 signature) that TF Serving replays at load time, so the first real request does not pay for graph
-warmup.
+warmup. ``assets.extra/class_names.json`` names the class ids (``workloads.serving.class_names``): the
+names in the manifest of the dataset the model was trained on (``training.json``'s ``data``).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from workloads import models
-from workloads.core import storage
+from workloads.core import logs, storage
+from workloads.core.errors import WorkloadError
+from workloads.serving import class_names as saved_class_names
 from workloads.serving.client import (
     BYTES_SIGNATURE,
     DEFAULT_SIGNATURE,
@@ -36,6 +41,7 @@ from workloads.serving.tfs_config import MODEL_NAME
 from workloads.workflow import promote
 
 WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
+log = logging.getLogger(__name__)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -80,8 +86,10 @@ def export_saved_model(
     *,
     model_name: str = MODEL_NAME,
     warmup_images: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> None:
-    """Writes the SavedModel (both signatures) and its warmup file into ``directory``."""
+    """Writes the SavedModel (both signatures), its warmup file and its class names (None: the class
+    numbers) into ``directory``."""
     import keras
     import tensorflow as tf
 
@@ -103,6 +111,9 @@ def export_saved_model(
     if warmup_images is None:
         warmup_images = np.zeros((2, rows, cols), np.uint8)
     write_warmup_file(directory / WARMUP_FILE, warmup_images, model_name)
+    if class_names is None:
+        class_names = [str(i) for i in range(models.NUM_CLASSES)]
+    saved_class_names.write(directory, class_names)
 
 
 def write_warmup_file(path: pathlib.Path, images: np.ndarray, model_name: str) -> None:
@@ -156,16 +167,50 @@ def _warmup_images(data_url: str | None, count: int = 4) -> np.ndarray | None:
     return np.asarray(data.shard(0).images[:count]) if data.num_shards else None
 
 
+def trained_class_names(trained_url: str, fallback_data: str | None = None) -> tuple[str, ...]:
+    """The class names of the dataset a trained model learnt from (``training.json``'s ``data``); when
+    that cannot be read, those of ``fallback_data`` (the held-out split of the same dataset, which
+    selection evaluated on); else the class numbers, with a warning."""
+    from workloads.data import datasets
+    from workloads.training import trained_model
+
+    for url in (trained_model.read_record(trained_url).data, fallback_data):
+        if not url:
+            continue
+        try:
+            return datasets.dataset_class_names(url)
+        except (WorkloadError, OSError) as error:
+            log.warning("cannot read class names from %s: %s", url, error, extra=logs.fields(data=url))
+    log.warning("no dataset to take class names from: the SavedModel names classes by their numbers")
+    return datasets.numbered_class_names()
+
+
+def require_trained_model(trained_url: str) -> None:
+    """Fails in one line, before TensorFlow is loaded, when ``trained_url`` holds no trained model."""
+    from workloads.training import trained_model
+
+    if not storage.exists(storage.join(trained_url, trained_model.MODEL_FILE)):
+        raise WorkloadError(
+            f"{trained_url} holds no trained model ({trained_model.MODEL_FILE} is missing): give --model-dir "
+            "a directory that `python -m workloads train --output DIR` wrote, e.g. a search's "
+            "WORKDIR/trials/<trial>/model"
+        )
+
+
 def promote_trained_model(
     trained_url: str, base_url: str, model_name: str = MODEL_NAME, warmup_data: str | None = None
 ) -> tuple[int, str]:
     """Exports a trained-model directory and publishes it as the next version under ``base_url``."""
     from workloads.training import trained_model
 
+    require_trained_model(trained_url)
     model = trained_model.load_model(trained_url)
     images = _warmup_images(warmup_data)
+    names = trained_class_names(trained_url, warmup_data)
     return promote.promote(
-        lambda directory: export_saved_model(model, directory, model_name=model_name, warmup_images=images),
+        lambda directory: export_saved_model(
+            model, directory, model_name=model_name, warmup_images=images, class_names=names
+        ),
         base_url,
         model_name,
     )
@@ -185,14 +230,16 @@ def export_trained_model(
 
     from workloads.training import trained_model
 
+    require_trained_model(trained_url)
     model = trained_model.load_model(trained_url)
     images = _warmup_images(warmup_data)
+    names = trained_class_names(trained_url, warmup_data)
     if storage.is_local(output_url):
         target = storage.local_path(output_url)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{target.name}.building-{uuid.uuid4().hex[:8]}")
         try:
-            export_saved_model(model, staging, model_name=model_name, warmup_images=images)
+            export_saved_model(model, staging, model_name=model_name, warmup_images=images, class_names=names)
             if target.exists():
                 retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
                 os.rename(target, retired)
@@ -206,7 +253,7 @@ def export_trained_model(
         return
     with tempfile.TemporaryDirectory(prefix="mlstack-export-") as tmp:
         staging = pathlib.Path(tmp) / "model"
-        export_saved_model(model, staging, model_name=model_name, warmup_images=images)
+        export_saved_model(model, staging, model_name=model_name, warmup_images=images, class_names=names)
         files = sorted(
             (p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == promote.SAVED_MODEL_PB
         )

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from workloads.core import fsutil, logs, storage
-from workloads.core.errors import DataError
 from workloads.data import datasets
 from workloads.data.shards import ShardCache, ShardSet
 from workloads.workflow import search, selection, serving_check
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 STAGES: dict[str, str] = {
     "data": "Fashion-MNIST IDX files or synthetic data -> checksummed shards",
     "search": "grid search, each trial a MultiWorkerMirroredStrategy job of --workers-per-trial processes",
-    "select": "evaluate every trained model on the held-out split, rank",
+    "select": "evaluate every trained model on the held-out split, rank; refuse a winner below --min-accuracy",
     "export": "SavedModel with both signatures, promoted as the next TF Serving version",
     "predict": "held-out predictions through the SavedModel's signatures",
     "serve": "serve-dev serves the promoted model; requests over REST and gRPC",
@@ -55,6 +54,7 @@ class PipelineSettings:
     search: search.SearchSettings  # its data is <workdir>/data, its trials under <workdir>/search
     metric: str
     model_name: str
+    min_accuracy: float | None = None  # the winner's least held-out accuracy; None = selection's default
 
 
 class StageResult(Protocol):
@@ -128,10 +128,9 @@ def prepare_data(settings: PipelineSettings) -> Dataset:
             seed=source.seed,
             shard_size=source.shard_size,
         )
-    splits = datasets.resolve_splits(output)
-    if splits.test is None:
-        raise DataError(output, "has no test/ split to select and predict on")
-    return Dataset(output, splits.train, splits.test)
+    # search trains on train/; select, export (warmup), predict and serve read test/
+    splits = datasets.check_splits(output, ("train", "test"))
+    return Dataset(output, splits.train, str(splits.test))
 
 
 def train_grid(settings: search.SearchSettings) -> Trained:
@@ -141,10 +140,12 @@ def train_grid(settings: search.SearchSettings) -> Trained:
 
 def select_winner(trained: Trained, dataset: Dataset, settings: PipelineSettings) -> Selected:
     candidates = selection.find_candidates(trained.model_dirs)
-    rows = selection.select(candidates, ShardSet.open(dataset.test, cache=ShardCache()), settings.metric)
+    test_data = ShardSet.open(dataset.test, cache=ShardCache())
+    rows = selection.select(candidates, test_data, settings.metric)
     print(selection.render_table(rows, settings.metric), flush=True)
     table = settings.workdir / "selection.json"
     fsutil.atomic_write_text(table, selection.results_json(rows, settings.metric, dataset.test))
+    selection.check_promotable(rows[0], test_data.manifest.num_classes, settings.min_accuracy)
     return Selected(rows[0], table)
 
 
@@ -193,7 +194,18 @@ class PipelineRun:
         return result
 
 
+def check_source(source: DataSource) -> None:
+    """Before any stage: the IDX files at ``--data`` are there and reachable (synthetic data always is).
+
+    The data stage then writes train/ and test/ and checks them (:func:`prepare_data`), and the search
+    checks its data once more before its first trial; nothing else reads a source the user named.
+    """
+    if source.url:
+        datasets.find_idx_files(source.url)
+
+
 def run_pipeline(settings: PipelineSettings) -> PipelineRun:
+    check_source(settings.source)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     run = PipelineRun(settings)
     started = time.monotonic()

@@ -9,7 +9,8 @@ its own checkpoints) under ``<workdir>/trials/<trial>/``::
     logs/           worker-<i>.log of every attempt
 
 A failed trial is recorded and the search goes on; a trial whose trained model already exists with
-the same settings is skipped (step memoisation), so re-running a search only does what is missing.
+the same settings and training data (the identity its checkpoints carry, and the epochs) is skipped
+(step memoisation), so re-running a search only does what is missing or changed.
 ``<workdir>/search.json`` lists every trial and how it ended.
 """
 
@@ -28,8 +29,10 @@ from workloads import models
 from workloads.core import fsutil, logs
 from workloads.core.errors import WorkloadError
 from workloads.core.settings import ConfigError
+from workloads.data import datasets
 from workloads.data.sampling import uneven_split
-from workloads.training import trained_model
+from workloads.data.shards import ShardSet
+from workloads.training import runs, trained_model
 from workloads.training.config import TrainConfig
 from workloads.training.local_job import launch_local
 
@@ -162,28 +165,33 @@ def trial_config(settings: SearchSettings, trial: Trial) -> TrainConfig:
 
 
 def _memoised(config: TrainConfig) -> bool:
+    """Whether the trial's trained model is of this very run: the same identity as a checkpoint must
+    have to be resumed (settings and the training data's content digest) and the same epochs."""
     if not trained_model.is_trained_model(config.output):
         return False
     record = trained_model.read_record(config.output)
-    return (
-        record.model,
-        record.learning_rate,
-        record.batch_size,
-        record.epochs,
-        record.seed,
-        record.data,
-    ) == (
-        config.model,
-        config.learning_rate,
-        config.batch_size,
-        config.epochs,
-        config.seed,
-        config.data,
+    manifest = ShardSet.open(datasets.resolve_splits(config.data).train).manifest
+    changed = runs.identity_changes(
+        {**record.identity, "epochs": record.epochs},
+        {**runs.checkpoint_identity(config.framework, config, manifest), "epochs": config.epochs},
     )
+    if changed:
+        log.info(
+            "trial %s: its trained model is of another run (%s), training again",
+            config.run_name,
+            ", ".join(changed),
+            extra=logs.fields(trial=config.run_name, changed=changed),
+        )
+    return not changed
 
 
 def run_search(settings: SearchSettings) -> list[TrialResult]:
-    """Runs the grid's trials one after another (each already uses the machine's cores) and records them."""
+    """Runs the grid's trials one after another (each already uses the machine's cores) and records them.
+
+    The data is checked first, once: a missing or unreachable ``--data`` fails here, before any trial
+    starts or anything is written, rather than in every trial.
+    """
+    datasets.check_splits(settings.data, ("train",))
     trials = settings.grid.trials()
     log.info("grid of %d trials", len(trials), extra=logs.fields(trials=[t.name for t in trials]))
     results: list[TrialResult] = []

@@ -3,7 +3,8 @@
 Candidates are trained-model directories (``model.keras`` + ``training.json``) from any framework.
 Each is evaluated on the same records with the same code; the ranking metric is configurable
 (``accuracy`` and ``macro_f1`` higher is better, ``loss`` lower is better) and ties are broken by
-the run name, so the same inputs always select the same winner.
+the run name, so the same inputs always select the same winner. Each row also has the accuracy on
+each class, keyed by the held-out dataset's class names (``datasets.class_names``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from workloads.core import logs, progress, storage
 from workloads.core.errors import WorkloadError
+from workloads.data import datasets
 from workloads.data.sampling import sequential_batches
 from workloads.data.shards import ShardSet
 from workloads.training import trained_model
@@ -48,6 +50,8 @@ class Row:
     macro_f1: float
     loss: float
     url: str
+    # accuracy on each class's records (None: no records), by the dataset's class names in class-id order
+    class_accuracy: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
 
 def find_candidates(urls: Sequence[str]) -> list[Candidate]:
@@ -72,8 +76,9 @@ def _trained_dirs(url: str) -> list[str]:
     return sorted(prefix + match.rsplit("/", 1)[0] for match in fs.glob(pattern))
 
 
-def evaluate(model: Any, data: ShardSet) -> dict[str, float]:
-    """Accuracy, macro-F1 and mean cross-entropy of ``model`` on every record of ``data``."""
+def evaluate(model: Any, data: ShardSet) -> dict[str, Any]:
+    """Accuracy, macro-F1, mean cross-entropy and per-class accuracy (``class_accuracy``, a list by
+    class id) of ``model`` on every record of ``data``."""
     predictions, labels, losses = [], [], []
     for images, batch_labels in sequential_batches(data, EVAL_BATCH):
         scores = np.asarray(model(images.astype(np.float32), training=False))
@@ -81,7 +86,19 @@ def evaluate(model: Any, data: ShardSet) -> dict[str, float]:
         losses.append(-np.log(picked))
         predictions.append(scores.argmax(axis=1))
         labels.append(batch_labels)
-    return classification_metrics(np.concatenate(labels), np.concatenate(predictions), np.concatenate(losses))
+    all_labels, all_predictions = np.concatenate(labels), np.concatenate(predictions)
+    return {
+        **classification_metrics(all_labels, all_predictions, np.concatenate(losses)),
+        "class_accuracy": class_accuracy(all_labels, all_predictions, data.manifest.num_classes),
+    }
+
+
+def class_accuracy(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> list[float | None]:
+    """The share of each class's records predicted as that class (its recall); None for a class with none."""
+    return [
+        float(np.mean(predictions[labels == c] == c)) if np.any(labels == c) else None
+        for c in range(num_classes)
+    ]
 
 
 def classification_metrics(
@@ -105,6 +122,7 @@ def select(candidates: Sequence[Candidate], data: ShardSet, metric: str) -> list
     """Evaluates every candidate and returns the table, best first."""
     if metric not in METRICS:
         raise WorkloadError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    names = datasets.class_names(data.manifest)
     scored = []
     with progress.bar(len(candidates), "evaluate candidates", unit="model") as bar:
         for candidate in candidates:
@@ -133,9 +151,36 @@ def select(candidates: Sequence[Candidate], data: ShardSet, metric: str) -> list
             macro_f1=round(result["macro_f1"], 5),
             loss=round(result["loss"], 5),
             url=candidate.url,
+            class_accuracy={
+                name: None if value is None else round(value, 5)
+                for name, value in zip(names, result["class_accuracy"], strict=True)
+            },
         )
         for index, (candidate, result) in enumerate(scored)
     ]
+
+
+def default_min_accuracy(num_classes: int) -> float:
+    """The least held-out accuracy a winner needs to be promoted when ``--min-accuracy`` is not given:
+    a tenth of the way from chance (``1/num_classes``, uniform guessing) to perfect, i.e. Cohen's kappa
+    of 0.1 against guessing. 0.19 for 10 classes, 0.55 for 2: clearly above chance (for 10 classes on
+    1000 held-out records, 9 standard deviations of a guesser's accuracy) yet far below any trained
+    model, so it stops garbage (an untrained model, or one trained on other labels) and nothing else."""
+    chance = 1 / max(num_classes, 1)
+    return chance + 0.1 * (1 - chance)
+
+
+def check_promotable(winner: Row, num_classes: int, min_accuracy: float | None = None) -> None:
+    """Refuses to promote a winner whose held-out accuracy is below ``min_accuracy`` (None: the
+    default for ``num_classes``, :func:`default_min_accuracy`); whatever the ranking metric."""
+    floor = default_min_accuracy(num_classes) if min_accuracy is None else min_accuracy
+    if winner.accuracy < floor:
+        chance = 1 / max(num_classes, 1)
+        raise WorkloadError(
+            f"not promoting {winner.run_name}: its held-out accuracy {winner.accuracy:.4f} is below the "
+            f"floor {floor:.4f} (chance for {num_classes} classes is {chance:.4f}; set the floor with "
+            "--min-accuracy); nothing was promoted"
+        )
 
 
 def results_json(rows: Sequence[Row], metric: str, data_url: str) -> str:
@@ -144,6 +189,7 @@ def results_json(rows: Sequence[Row], metric: str, data_url: str) -> str:
             "metric": metric,
             "higher_is_better": METRICS[metric],
             "evaluated_on": data_url,
+            "class_names": list(rows[0].class_accuracy) if rows else [],
             "winner": dataclasses.asdict(rows[0]) if rows else None,
             "candidates": [dataclasses.asdict(row) for row in rows],
         },
@@ -174,5 +220,11 @@ def render_table(rows: Sequence[Row], metric: str) -> str:
     for index, line in enumerate(lines):
         marker = "  <- selected" if index == 0 else ""
         out.append("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) + marker)
+    if rows and rows[0].class_accuracy:
+        per_class = ", ".join(
+            f"{name} {'-' if value is None else f'{value:.4f}'}"
+            for name, value in rows[0].class_accuracy.items()
+        )
+        out.append(f"selected, accuracy per class: {per_class}")
     out.append(f"ranked by {metric} ({'higher' if METRICS[metric] else 'lower'} is better)")
     return "\n".join(out)
