@@ -19,11 +19,17 @@ ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
 # downgrade boto3 and packaging in the main one. Its version is pinned here and nowhere else.
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := build/tools/checkov
+# The release tarballs the Ansible roles install (ansible/releases/): jars resolved from Maven Central by a
+# pinned POM and verified against Central's checksums, our launchers beside them, packed reproducibly. The
+# file names come from the POM, where the versions are pinned.
+pom_property = $(shell sed -n 's:.*<$(2)>\([^<]*\)</$(2)>.*:\1:p' $(1) | head -n 1)
+KAFKA_POM := ansible/releases/kafka/pom.xml
+KAFKA_RELEASE := build/releases/kafka_$(call pom_property,$(KAFKA_POM),scala.binary.version)-$(call pom_property,$(KAFKA_POM),kafka.version).tgz
 # `make demo DATA=s3://bucket/fashion-mnist/` trains on real Fashion-MNIST IDX files instead.
 DATA ?=
 DEMO_DIR ?= build/demo
 
-.PHONY: help demo test lint pytest bench snapshots system-deps clean molecule-image molecule checkov
+.PHONY: help demo test lint pytest bench snapshots system-deps clean molecule-image molecule checkov releases
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,15 +73,23 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 
 checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## Install checkov (pinned) in its own venv for the infra scan
 
-pytest: $(VENV)/.deps-all system-deps checkov
+# Maven and a JDK first (system-deps), then the tarballs; the tests make the tarball target alone.
+releases: system-deps ## Build the release tarballs the roles install (Kafka from Maven Central jars) into build/releases
+	$(MAKE) $(KAFKA_RELEASE)
+
+# A failed resolution or a checksum mismatch stops the build, naming the tarball and the jar.
+$(KAFKA_RELEASE): $(KAFKA_POM) ansible/releases/lib.sh $(wildcard ansible/releases/kafka/build.sh ansible/releases/kafka/README.release ansible/releases/kafka/bin/* ansible/releases/kafka/config/*)
+	ansible/releases/kafka/build.sh $(@D)
+
+pytest: $(VENV)/.deps-all system-deps checkov releases
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --timeout 900 --durations 25 $(PYTEST_ARGS)
 
-# The two venvs install side by side (pip runs on one core).
+# The two venvs install side by side (pip runs on one core), and Maven assembles the releases meanwhile.
 test: ## Install, lint and run every test this machine can run
-	$(MAKE) -j2 $(VENV)/.deps-all checkov
+	$(MAKE) -j2 $(VENV)/.deps-all checkov releases
 	$(MAKE) lint pytest
 
-bench: $(VENV)/.deps-all system-deps ## Run the benchmarks and rewrite docs/benchmarks.md (ONLY=name to run one)
+bench: $(VENV)/.deps-all system-deps releases ## Run the benchmarks and rewrite docs/benchmarks.md (ONLY=name to run one)
 	$(BIN)/python -m tests.bench.run $(if $(ONLY),--only $(ONLY))
 
 snapshots: $(VENV)/.deps-all system-deps ## Redraw the dashboard pictures in docs/images from a live local run

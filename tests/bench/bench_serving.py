@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import statistics
 import time
 
 import requests
 
+from tests.bench.bench_streaming import INGEST_SHARD, ingest_throughput
 from tests.workloads.serving.processes import start_dev_server, start_service, wait_until
 from tests.workloads.serving.savedmodels import make_test_savedmodel
 from tests.workloads.streaming.kafka import MockKafka
@@ -29,8 +29,6 @@ ROUNDS = 3
 SIGNATURES = ("serving_default", "serving_bytes")
 WORKER_MESSAGES = 4000
 WORKER_BATCH = 32
-INGEST_RECORDS = 5000  # the mock brokers keep about 5 MB per partition
-INGEST_SHARD = 1024
 
 
 def _sender(signature: str):
@@ -140,48 +138,10 @@ def _worker_throughput(workdir: pathlib.Path, base: pathlib.Path) -> tuple[float
 
 
 def _ingest_throughput(workdir: pathlib.Path) -> tuple[float, int]:
-    from workloads.streaming.ingest_messages import record_message
-
     kafka = MockKafka()
-    topic = "mlstack.ingest.images"
-    kafka.create_topics(topic)
-    images = payloads.synthetic_images(INGEST_RECORDS, seed=3)
-    kafka.produce(
-        topic,
-        (
-            (
-                None,
-                record_message(i % 10, pixels=image)
-                if i % 2
-                else record_message(i % 10, image=payloads.encode_image(image)),
-            )
-            for i, image in enumerate(images)
-        ),
-    )
-    output = workdir / "ingest-shards"
-    shutil.rmtree(output, ignore_errors=True)
-    manifest = output / "manifest.json"
-    ingester = start_service(
-        "stream-ingest",
-        ["--bootstrap-servers", kafka.bootstrap, "--output", str(output), "--shard-size", str(INGEST_SHARD),
-         "--flush-interval-seconds", "1", "--metrics-port", "none"],
-        workdir / "ingest.log",
-    )  # fmt: skip
-    try:
-        progress: list[tuple[float, int]] = []
-
-        def done() -> bool:
-            records = json.loads(manifest.read_text())["records"] if manifest.exists() else 0
-            if records and (not progress or records != progress[-1][1]):
-                progress.append((time.monotonic(), records))
-            return records >= INGEST_RECORDS
-
-        wait_until(done, 600, "every benchmark record in the shards", interval=0.05)
-        # Steady state: from the first committed shard to the last (group join excluded).
-        (start, first), (end, last) = progress[0], progress[-1]
-        return (last - first) / (end - start), last
-    finally:
-        ingester.terminate()
+    kafka.create_topics("mlstack.ingest.images")
+    _, rate, records = ingest_throughput(workdir, kafka, "mlstack.ingest.images")
+    return rate, records
 
 
 def run(workdir: pathlib.Path) -> str:

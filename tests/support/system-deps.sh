@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real: a container engine for molecule,
-# debootstrap to build the systemd test image, and Prometheus (promtool, node_exporter).
+# debootstrap to build the systemd test image, Prometheus (promtool, node_exporter), and Maven with a JDK to
+# assemble the Kafka release from Maven Central (make releases) and run it in the streaming tests.
 set -euo pipefail
 
 packages=(
@@ -8,6 +9,9 @@ packages=(
   debootstrap          # builds the Debian 12 systemd image (no registry to pull from)
   prometheus           # real Prometheus and promtool for rule tests and the scrape test
   prometheus-node-exporter
+  maven                # resolves the release jars from Maven Central (ansible/releases/)
+  openjdk-17-jre-headless  # runs Kafka (4.x needs Java 17) and Maven
+  unzip                # the release build checks that libs/ holds every class bin/ starts
 )
 
 missing=()

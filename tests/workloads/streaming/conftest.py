@@ -1,16 +1,37 @@
-"""The streaming services' tests: a fresh mock Kafka cluster (tests/workloads/streaming/kafka.py) per test."""
+"""The streaming services' tests run against a real Kafka node: one per test session (per pytest-xdist
+worker), from the release `make releases` builds, with fresh topics and consumer groups for every test."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.workloads.streaming.kafka import MockKafka
-from workloads.streaming import kafka as topics
+from tests.support import kafka_release
+from tests.support.kafka_release import KafkaNode
+from tests.workloads.streaming.kafka import StreamKafka
+
+
+@pytest.fixture(scope="session")
+def kafka_node(tmp_path_factory) -> Iterator[KafkaNode]:
+    """Apache Kafka in KRaft mode (controller and broker in one JVM, 256 MiB heap) on free loopback ports,
+    with a log directory of its own; stopped (SIGTERM) at the end of the session, also after a failure.
+
+    The tarball is made (its make target) when it is missing or older than its sources; if that fails,
+    every test that needs Kafka fails with one line naming `make releases` (never a silent skip).
+    """
+    try:
+        home = kafka_release.unpack(tmp_path_factory.mktemp("kafka-release"))
+    except kafka_release.ReleaseMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    with KafkaNode.running(home, tmp_path_factory.mktemp("kafka-node")) as node:
+        yield node
 
 
 @pytest.fixture
-def kafka() -> MockKafka:
-    """A mock Kafka cluster with the topics of both services."""
-    cluster = MockKafka()
-    cluster.create_topics(topics.REQUESTS_TOPIC, topics.RESULTS_TOPIC, topics.DLQ_TOPIC, topics.INGEST_TOPIC)
-    return cluster
+def kafka(kafka_node) -> Iterator[StreamKafka]:
+    """This test's own topics of both services (4 partitions each) and consumer group names
+    (``kafka.names``), created on the session's node."""
+    cluster = StreamKafka.fresh(kafka_node)
+    yield cluster
+    cluster.close()

@@ -1,5 +1,5 @@
-"""The inference worker as a real process against real Kafka brokers (librdkafka's mock cluster) and
-the development server: crash and restart, graceful shutdown, poison messages, metrics."""
+"""The inference worker as a real process against a real Kafka node (KRaft, from `make releases`) and the
+development server: crash and restart, graceful shutdown, poison messages, metrics."""
 
 from __future__ import annotations
 
@@ -13,14 +13,12 @@ import requests
 
 from tests.workloads.conftest import MODEL
 from tests.workloads.serving.processes import ServiceProcess, start_service, wait_until
-from tests.workloads.streaming.kafka import MockKafka
+from tests.workloads.streaming.kafka import StreamKafka
 from workloads.serving import payloads
 from workloads.serving.client import RestClient, RetryPolicy
-from workloads.streaming import kafka as topics
 from workloads.streaming.inference_messages import request_message
 
 pytestmark = [pytest.mark.xdist_group("kafka"), pytest.mark.slow]
-REQUESTS, RESULTS, DLQ = topics.REQUESTS_TOPIC, topics.RESULTS_TOPIC, topics.DLQ_TOPIC
 MAX_BATCH = 8
 POISON = {
     "not json": (b"{this is not json", "invalid_json"),
@@ -46,12 +44,16 @@ def valid_requests(count: int, seed: int) -> dict[str, bytes]:
     }
 
 
-def start_worker(kafka: MockKafka, dev_server, workdir, name: str) -> tuple[ServiceProcess, int]:
+def start_worker(kafka: StreamKafka, dev_server, workdir, name: str) -> tuple[ServiceProcess, int]:
     ready = workdir / f"{name}.ready.json"
     worker = start_service(
         "infer-worker",
         [
             "--bootstrap-servers", kafka.bootstrap,
+            "--requests-topic", kafka.names.requests,
+            "--results-topic", kafka.names.results,
+            "--dlq-topic", kafka.names.dlq,
+            "--group-id", kafka.names.infer_group,
             "--server-url", dev_server.rest_url,
             "--max-batch-size", str(MAX_BATCH),
             "--max-batch-wait-ms", "20",
@@ -81,8 +83,8 @@ def test_a_killed_worker_loses_no_request_and_repeats_at_most_one_batch(kafka, d
     stream = [(key.encode(), value) for key, value in valid.items()]
     for position, (value, _) in zip(range(37, 600, 97), POISON.values(), strict=False):
         stream.insert(position, (b"poison", value))  # poison spread through the stream
-    kafka.produce(REQUESTS, stream)
-    results = kafka.reader(RESULTS)
+    kafka.produce(kafka.names.requests, stream)
+    results = kafka.reader(kafka.names.results)
 
     worker, _ = start_worker(kafka, dev_server, tmp_path, "first")
     wait_until(lambda: results.poll(0.1) is not None and len(results.records) >= 80, 90, "80 results")
@@ -121,7 +123,7 @@ def test_a_killed_worker_loses_no_request_and_repeats_at_most_one_batch(kafka, d
     client.close()
 
     # Every poison message is in the dead-letter topic, with its reason and the original bytes.
-    dead = kafka.reader(DLQ)
+    dead = kafka.reader(kafka.names.dlq)
     wait_until(
         lambda: dead.poll(0.2) is not None and len(dead.records) >= len(POISON), 30, "the dead letters"
     )
@@ -153,8 +155,8 @@ def scrape(port: int) -> dict[str, float]:
 
 def test_sigterm_finishes_the_batch_and_a_restart_repeats_nothing(kafka, dev_server, tmp_path):
     valid = valid_requests(1000, seed=2)
-    kafka.produce(REQUESTS, [(key.encode(), value) for key, value in valid.items()])
-    results = kafka.reader(RESULTS)
+    kafka.produce(kafka.names.requests, [(key.encode(), value) for key, value in valid.items()])
+    results = kafka.reader(kafka.names.results)
 
     worker, _ = start_worker(kafka, dev_server, tmp_path, "first")
     wait_until(lambda: results.poll(0.1) is not None and len(results.records) >= 50, 90, "50 results")
@@ -196,7 +198,7 @@ def test_sigterm_finishes_the_batch_and_a_restart_repeats_nothing(kafka, dev_ser
 
 def test_an_unreachable_model_server_is_retried_not_dead_lettered(kafka, dev_server, tmp_path, free_port):
     valid = valid_requests(20, seed=3)
-    kafka.produce(REQUESTS, [(key.encode(), value) for key, value in valid.items()])
+    kafka.produce(kafka.names.requests, [(key.encode(), value) for key, value in valid.items()])
 
     class Nowhere:
         rest_url = f"http://127.0.0.1:{free_port}"
@@ -210,7 +212,7 @@ def test_an_unreachable_model_server_is_retried_not_dead_lettered(kafka, dev_ser
     assert scrape(metrics_port)['mlstack_infer_messages_total{outcome="dead_letter"}'] == 0
     assert worker.terminate() == 0, worker.log()[-3000:]
     # Nothing was committed: a worker with a server processes every request.
-    results = kafka.reader(RESULTS)
+    results = kafka.reader(kafka.names.results)
     restarted, _ = start_worker(kafka, dev_server, tmp_path, "with-server")
     wait_until(
         lambda: results.poll(0.2) is not None and set(valid) <= set(results_by_id(results.records)),
@@ -218,4 +220,4 @@ def test_an_unreachable_model_server_is_retried_not_dead_lettered(kafka, dev_ser
         "every request once the server is there",
     )
     assert restarted.terminate() == 0
-    assert kafka.reader(DLQ).poll(1.0) == []
+    assert kafka.reader(kafka.names.dlq).poll(1.0) == []

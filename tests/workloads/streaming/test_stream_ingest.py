@@ -1,6 +1,7 @@
-"""Streaming ingestion as a real process against real Kafka brokers (librdkafka's mock cluster):
-killed mid-stream and restarted, the shards hold every record exactly once; to S3 (moto_server on
-loopback), and training reads the shards back from there."""
+"""Streaming ingestion as a real process against a real Kafka node (KRaft, from `make releases`): killed
+mid-stream and restarted, the shards hold every record exactly once; records that retention deleted
+while it was down are counted and reported; to S3 (moto_server on loopback), and training reads the
+shards back from there."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import pytest
 import requests
 
 from tests.workloads.serving.processes import start_service, wait_until
-from tests.workloads.streaming.kafka import MockKafka
+from tests.workloads.streaming.kafka import StreamKafka
 from workloads.data.shards import MANIFEST_NAME, ShardSet
 from workloads.serving import payloads
-from workloads.streaming import kafka as topics
 from workloads.streaming.ingest_messages import record_message
 
-TOPIC = topics.INGEST_TOPIC
 SHARD_SIZE = 100
 REJECTS = [b"{not json", json.dumps({"label": 99, "pixels": [[0] * 28] * 28}).encode(), None]
 
@@ -43,12 +42,16 @@ def stored_indices(output: str) -> tuple[list[int], np.ndarray]:
     return indices, labels
 
 
-def start_ingester(kafka: MockKafka, output: str, workdir, name: str, *extra: str):
+def start_ingester(
+    kafka: StreamKafka, output: str, workdir, name: str, *extra: str, topic: str | None = None
+):
     ready = workdir / f"{name}.ready.json"
     service = start_service(
         "stream-ingest",
         [
             "--bootstrap-servers", kafka.bootstrap,
+            "--topic", topic or kafka.names.ingest,
+            "--group-id", kafka.names.ingest_group,
             "--output", output,
             "--shard-size", str(SHARD_SIZE),
             "--metrics-port", "0",
@@ -75,7 +78,7 @@ def test_a_killed_ingester_resumes_and_stores_every_record_exactly_once(kafka, t
     stream = list(records)
     for position, value in zip((450, 1200, 2500), REJECTS, strict=True):
         stream.insert(position, (b"reject", value))
-    kafka.produce(TOPIC, stream)
+    kafka.produce(kafka.names.ingest, stream)
     output = tmp_path / "shards"
 
     first, _ = start_ingester(kafka, str(output), tmp_path, "first")
@@ -129,7 +132,7 @@ def test_ingestion_writes_shards_to_s3_and_training_reads_them_back(kafka, tmp_p
     import boto3
 
     records = indexed_records(640)
-    kafka.produce(TOPIC, records)
+    kafka.produce(kafka.names.ingest, records)
     output = f"s3://{s3_bucket}/stream/shards/train"
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
 
@@ -167,32 +170,34 @@ def test_ingestion_writes_shards_to_s3_and_training_reads_them_back(kafka, tmp_p
     assert training["steps"] == len(records) // 64
 
 
-def test_records_expired_by_retention_before_ingestion_are_counted_and_reported(tmp_path, caplog):
-    """``log_starting_at_100`` stands in for a partition whose first 100 records Kafka's retention deleted
-    while the ingester was down (the mock brokers cannot be told to expire records on demand)."""
-    from confluent_kafka import TopicPartition
+@pytest.mark.xdist_group("ingest")
+@pytest.mark.slow
+def test_records_expired_by_retention_while_the_ingester_was_down_are_counted_and_reported(kafka, tmp_path):
+    """Kafka deletes old records by moving a partition's log start offset; DeleteRecords moves it the same
+    way on demand, so the real broker shows the ingester exactly what retention would."""
+    topic = f"{kafka.names.ingest}.single"  # one partition: the offsets are the record numbers
+    kafka.node.create_topics([topic], partitions=1)
+    records = indexed_records(200)
+    kafka.produce(topic, records[:40])
+    output = tmp_path / "shards"
 
-    from workloads.data.shards import ShardWriter
-    from workloads.streaming.stream_ingest import IngestMetrics, IngestSettings, StreamIngester
+    first, _ = start_ingester(
+        kafka, str(output), tmp_path, "first", "--flush-interval-seconds", "1", topic=topic
+    )
+    wait_until(lambda: manifest_records(output) == 40, 60, "the first 40 records in the shards")
+    assert first.terminate() == 0, first.log()[-3000:]
 
-    writer = ShardWriter(str(tmp_path), shard_size=4)
-    writer.append(np.zeros((1, 28, 28), np.uint8), [0])
-    writer.commit({"kafka": {"topic": TOPIC, "next_offsets": {"0": 40}}})
+    kafka.produce(topic, records[40:])  # offsets 40-199 while the ingester is down
+    kafka.delete_records_before(topic, 0, 100)  # retention takes 40-99 before it is back
 
-    class LogStartingAt100:
-        def __init__(self) -> None:
-            self.assigned: list = []
+    second, metrics_port = start_ingester(
+        kafka, str(output), tmp_path, "second", "--flush-interval-seconds", "1", topic=topic
+    )
+    wait_until(lambda: manifest_records(output) == 140, 60, "records 100-199 in the shards")
+    metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    assert second.terminate() == 0, second.log()[-3000:]
 
-        def get_watermark_offsets(self, partition, timeout, cached):
-            return 100, 200
-
-        def assign(self, partitions):
-            self.assigned = partitions
-
-    metrics = IngestMetrics()
-    ingester = StreamIngester(IngestSettings(TOPIC, str(tmp_path), 4), LogStartingAt100(), None, metrics)
-    consumer = LogStartingAt100()
-    ingester._on_assign(consumer, [TopicPartition(TOPIC, 0)])
-    assert consumer.assigned[0].offset == 40, "resumes at the manifest's offset; the broker moves it to 100"
-    assert metrics.rejected.labels("expired")._value.get() == 60
-    assert "60 records (offsets 40-99) were deleted by Kafka's retention" in caplog.text
+    indices, _ = stored_indices(str(output))
+    assert sorted(indices) == [*range(40), *range(100, 200)]
+    assert 'mlstack_ingest_rejected_total{reason="expired"} 60.0' in metrics
+    assert "60 records (offsets 40-99) were deleted by Kafka's retention" in second.log()

@@ -1,0 +1,280 @@
+"""The Kafka release that `make releases` assembles from Maven Central (ansible/releases/kafka/): shaped as
+the kafka role installs it, its programs behaving as the role's tasks expect on a running node, the
+tarball reproducible, and a jar that does not match Maven Central's published checksum stopping the build
+with its name."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import re
+import subprocess
+import tarfile
+
+import pytest
+
+from tests.ansible.support import load_yaml
+from tests.conftest import pick_free_port
+from tests.support import kafka_release
+from tests.support.kafka_release import ROOT, KafkaNode
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kafka_release")]
+ROLE = ROOT / "ansible" / "roles" / "kafka"
+BUILD = ROOT / "ansible" / "releases" / "kafka" / "build.sh"
+NODE_ID = 4242  # kafka-server-stop.sh --node-id picks this node out of any other on the machine
+DAMAGED = "org/apache/kafka/kafka-clients"
+
+
+@pytest.fixture(scope="module")
+def tarball() -> pathlib.Path:
+    try:
+        return kafka_release.build()
+    except kafka_release.ReleaseMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def home(tarball, tmp_path_factory) -> pathlib.Path:
+    return kafka_release.unpack(tmp_path_factory.mktemp("kafka-release"))
+
+
+@pytest.fixture(scope="module")
+def node(home, tmp_path_factory):
+    with KafkaNode.running(home, tmp_path_factory.mktemp("kafka-node"), node_id=NODE_ID) as running:
+        yield running
+
+
+def tool(home: pathlib.Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(home / "bin" / script), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KAFKA_HEAP_OPTS": "-Xmx128m"},
+        timeout=120,
+        check=False,
+    )
+
+
+def role_programs() -> set[str]:
+    """bin/ programs the role's tasks and unit run: "{{ _kafka_link }}/bin/X" and _kafka_link + '/bin/X'."""
+    text = "".join(
+        p.read_text() for p in [*(ROLE / "tasks").glob("*.yml"), *(ROLE / "templates").glob("*.j2")]
+    )
+    return set(re.findall(r"_kafka_link(?: \}\}|\s*\+\s*')/bin/([\w.-]+)", text))
+
+
+def test_the_release_holds_every_program_the_kafka_role_runs(tarball):
+    defaults = load_yaml(ROLE / "defaults" / "main.yml")
+    name = kafka_release.release_name()
+    assert name == f"kafka_{defaults['kafka_scala_version']}-{name.rsplit('-', 1)[1]}", (
+        "the tarball is named as the role names it: kafka_<kafka_scala_version>-<kafka_version>.tgz"
+    )
+    programs = role_programs()
+    assert {"kafka-server-start.sh", "kafka-storage.sh", "kafka-topics.sh", "kafka-configs.sh"} <= programs
+    with tarfile.open(tarball) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+    assert {m.split("/")[0] for m in members} == {name}, "one top directory, unpacked into /opt by the role"
+    for program in programs:
+        member = members.get(f"{name}/bin/{program}")
+        assert member is not None and member.isfile(), f"bin/{program} is missing"
+        assert member.mode == 0o755, f"bin/{program} has mode {member.mode:o}"
+    jars = [m for m in members if m.startswith(f"{name}/libs/") and m.endswith(".jar")]
+    assert len(jars) > 50
+    for kept in ("config/log4j2.yaml", "config/tools-log4j2.yaml", "libs.sha1"):
+        assert f"{name}/{kept}" in members
+    assert all(m.uid == 0 and m.gid == 0 and m.mtime == members[name].mtime for m in members.values())
+
+
+def test_the_checksum_file_is_one_the_role_reads_and_it_matches(tarball):
+    """release_artifact's checksum.yml reads "<hex>  <name>" lines, as sha512sum writes them."""
+    text = (tarball.parent / f"{tarball.name}.sha512").read_text()
+    assert re.fullmatch(rf"[0-9a-f]{{128}}  {re.escape(tarball.name)}\n", text)
+    assert text.split()[0] == hashlib.sha512(tarball.read_bytes()).hexdigest()
+
+
+def test_every_jar_matches_the_sha1_maven_central_published(home):
+    result = subprocess.run(
+        ["sha1sum", "--check", "--strict", "libs.sha1"], cwd=home, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = {line.split()[1] for line in (home / "libs.sha1").read_text().splitlines()}
+    assert listed == {f"libs/{p.name}" for p in (home / "libs").iterdir()}
+
+
+def test_storage_format_says_formatting_only_the_first_time(home, tmp_path):
+    """configure.yml runs format with --ignore-formatted and counts it as a change when it prints
+    "Formatting"; preflight reads cluster.id and node.id from meta.properties."""
+    config = tmp_path / "server.properties"
+    port = pick_free_port()
+    config.write_text(
+        "process.roles=controller\nnode.id=3\ncontroller.listener.names=CONTROLLER\n"
+        f"controller.quorum.voters=3@127.0.0.1:{port}\nlisteners=CONTROLLER://127.0.0.1:{port}\n"
+        f"log.dirs={tmp_path / 'data'}\n"
+    )
+    cluster_id = tool(home, "kafka-storage.sh", "random-uuid")
+    assert cluster_id.returncode == 0 and re.fullmatch(r"[A-Za-z0-9_-]{22}\n", cluster_id.stdout)
+    args = [
+        "format",
+        "--config",
+        str(config),
+        "--cluster-id",
+        cluster_id.stdout.strip(),
+        "--ignore-formatted",
+    ]
+    args += ["--add-scram", "SCRAM-SHA-512=[name=admin,password=a-long-password]"]
+    first, second = tool(home, "kafka-storage.sh", *args), tool(home, "kafka-storage.sh", *args)
+    assert first.returncode == 0 and "Formatting" in first.stdout, first.stdout + first.stderr
+    assert second.returncode == 0 and "Formatting" not in second.stdout, second.stdout + second.stderr
+    meta = (tmp_path / "data" / "meta.properties").read_text()
+    assert dict(re.findall(r"(?m)^(cluster\.id|node\.id)=(\S+)$", meta)) == {
+        "cluster.id": cluster_id.stdout.strip(),
+        "node.id": "3",
+    }
+
+
+def test_the_topic_commands_of_the_role_work_on_a_running_node(home, node, tmp_path):
+    """topics.yml: describe (parsed with the role's own pattern), create with settings, add partitions,
+    correct settings with kafka-configs.sh; restart_node.yml: no under-replicated partition."""
+    admin_config = tmp_path / "admin.properties"
+    admin_config.write_text("security.protocol=PLAINTEXT\n")
+    common = ["--bootstrap-server", node.bootstrap, "--command-config", str(admin_config)]
+    topics_tasks = load_yaml(ROLE / "tasks" / "topics.yml")
+    pattern = next(t["vars"] for t in topics_tasks if "_kafka_describe_pattern" in t.get("vars", {}))[
+        "_kafka_describe_pattern"
+    ]
+
+    created = tool(home, "kafka-topics.sh", *common, "--create", "--topic", "role.topic", "--partitions", "2",
+                   "--replication-factor", "1", "--config", "retention.ms=86400000")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    again = tool(home, "kafka-topics.sh", *common, "--create", "--topic", "role.topic", "--partitions", "2",
+                 "--replication-factor", "1")  # fmt: skip
+    assert again.returncode != 0, "creating an existing topic fails: the role creates only missing ones"
+    grown = tool(home, "kafka-topics.sh", *common, "--alter", "--topic", "role.topic", "--partitions", "3")
+    assert grown.returncode == 0, grown.stderr
+    configured = tool(home, "kafka-configs.sh", *common, "--alter", "--entity-type", "topics",
+                      "--entity-name", "role.topic", "--add-config", "retention.ms=3600000")  # fmt: skip
+    assert configured.returncode == 0, configured.stderr
+
+    described = tool(home, "kafka-topics.sh", *common, "--describe")
+    assert described.returncode == 0, described.stderr
+    found = {m[0]: m for m in re.findall(pattern, described.stdout)}
+    assert found["role.topic"][1:3] == ("3", "1")
+    assert "retention.ms=3600000" in found["role.topic"][3].split(",")
+
+    under = tool(home, "kafka-topics.sh", *common, "--describe", "--under-replicated-partitions")
+    assert under.returncode == 0 and under.stdout.strip() == "", under.stdout + under.stderr
+    quorum = tool(
+        home, "kafka-metadata-quorum.sh", "--bootstrap-server", node.bootstrap, "describe", "--status"
+    )
+    assert quorum.returncode == 0 and re.search(rf"(?m)^LeaderId:\s+{NODE_ID}$", quorum.stdout), quorum.stdout
+
+
+def test_kafka_server_stop_stops_only_the_node_it_names(home, node):
+    other = tool(home, "kafka-server-stop.sh", f"--node-id={NODE_ID + 1}")
+    assert other.returncode == 0 and node.process.poll() is None, "a node of another id keeps running"
+    stopped = tool(home, "kafka-server-stop.sh", f"--node-id={NODE_ID}")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert node.process.wait(60) == 143, "SIGTERM: a controlled shutdown (the unit's SuccessExitStatus)"
+    assert "Transition from STARTED to SHUTTING_DOWN" in node.log(200000)
+
+
+def local_repository() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("MAVEN_REPO_LOCAL", pathlib.Path.home() / ".m2" / "repository"))
+
+
+def shadow_repository(source: pathlib.Path, target: pathlib.Path) -> None:
+    """A copy of a Maven repository: jars as symbolic links (read only), everything else copied (Maven may
+    write beside it), and the kafka-clients jar a damaged copy of its own."""
+    for directory, _, files in os.walk(source):
+        into = target / pathlib.Path(directory).relative_to(source)
+        into.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            original = pathlib.Path(directory) / name
+            if name.endswith(".jar"):
+                (into / name).symlink_to(original)
+            else:
+                (into / name).write_bytes(original.read_bytes())
+    for jar in (target / DAMAGED).glob("*/kafka-clients-*.jar"):
+        data = jar.read_bytes()
+        jar.unlink()
+        jar.write_bytes(data + b"damaged")
+
+
+def build(out: pathlib.Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BUILD), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+        check=False,
+    )
+
+
+def test_the_same_sources_build_the_same_tarball(tarball, tmp_path):
+    rebuilt = build(tmp_path, MAVEN_EXTRA_ARGS="-o")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert (tmp_path / f"{tarball.name}.sha512").read_text() == (
+        tarball.parent / f"{tarball.name}.sha512"
+    ).read_text()
+
+
+def test_a_jar_damaged_in_the_local_repository_stops_the_build_naming_it(tarball, tmp_path):
+    """Maven checks checksums only while downloading: build.sh checks every jar against the .sha1 that
+    Maven downloaded from Central beside it."""
+    shadow_repository(local_repository(), tmp_path / "repository")
+    failed = build(tmp_path / "out", MAVEN_REPO_LOCAL=str(tmp_path / "repository"), MAVEN_EXTRA_ARGS="-o")
+    assert failed.returncode != 0
+    assert f"{tarball.name}: checksum mismatch for {DAMAGED}/" in failed.stderr, failed.stderr[-3000:]
+    assert not (tmp_path / "out" / tarball.name).exists()
+
+
+def test_a_download_that_does_not_match_the_published_checksum_stops_the_build(tarball, tmp_path):
+    """mvn -C (--strict-checksums): a repository (here a file:// mirror of Central holding a damaged
+    kafka-clients jar beside Central's .sha1) that serves a jar with another SHA-1 fails the resolution."""
+    shadow_repository(local_repository(), tmp_path / "mirror")
+    settings = tmp_path / "settings.xml"
+    settings.write_text(
+        "<settings><mirrors><mirror><id>damaged</id><mirrorOf>*</mirrorOf>"
+        f"<url>{(tmp_path / 'mirror').as_uri()}</url></mirror></mirrors></settings>"
+    )
+    failed = build(
+        tmp_path / "out", MAVEN_REPO_LOCAL=str(tmp_path / "empty"), MAVEN_EXTRA_ARGS=f"-s {settings}"
+    )
+    assert failed.returncode != 0
+    assert "Checksum validation failed" in failed.stderr and "kafka-clients" in failed.stderr, failed.stderr[
+        -3000:
+    ]
+    assert f"{tarball.name}: Maven could not resolve and verify the jars" in failed.stderr
+    assert not (tmp_path / "out" / tarball.name).exists()
+
+
+def test_the_kafka_roles_air_gap_checks_accept_the_release_with_its_checksum_pinned(tarball, tmp_path):
+    """playbooks/preflight.yml as tests/ansible/test_data_tier_preflight.py runs it (this machine under three
+    inventory names, read-only), with this tarball and its .sha512 in the air-gap directory, kafka_version
+    from the POM and kafka_release_sha512 pinned: release_artifact reads the checksum file and finds the
+    tarball, the published checksum and the pin in agreement."""
+    import shutil
+
+    from tests.ansible import test_data_tier_preflight as preflight
+
+    airgap = tmp_path / "airgap"
+    airgap.mkdir()
+    hadoop = preflight.tarball("hadoop-3.4.1")
+    (airgap / preflight.HADOOP).write_bytes(hadoop)
+    (airgap / f"{preflight.HADOOP}.sha512").write_text(
+        f"SHA512 ({preflight.HADOOP}) = {hashlib.sha512(hadoop).hexdigest()}\n"
+    )
+    for name in (tarball.name, f"{tarball.name}.sha512"):
+        shutil.copyfile(tarball.parent / name, airgap / name)  # a copy: the role does not follow links
+    for disk in ("disk1", "disk2"):
+        (tmp_path / "data" / disk).mkdir(parents=True)
+    version = kafka_release.release_name().rsplit("-", 1)[1]
+    pin = kafka_release.verified_sha512(tarball)
+    document = preflight.inventory(
+        tmp_path, airgap, tmp_path / "data", preflight.SMALL, kafka_version=version, kafka_release_sha512=pin
+    )
+    outcome = preflight.run_preflight(tmp_path, document, tmp_path / "facts")
+    assert outcome.returncode == 0, outcome.failed or outcome.stderr[-3000:]
