@@ -26,7 +26,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 
-from workloads.core import logs
+from workloads.core import logs, storage
 from workloads.serving.codes import Code, invalid_argument, not_found
 from workloads.serving.dev import savedmodel
 from workloads.serving.dev.savedmodel import LoadedModel
@@ -65,9 +65,7 @@ class _Model:
 
 def discover_versions(base_path: str) -> tuple[object, dict[int, str]]:
     """(filesystem, {version: path}) for the version directories under ``base_path``."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(base_path)
+    fs, root = storage.filesystem(base_path)  # an unreachable store is one StorageError line
     fs.invalidate_cache(root)
     try:
         entries = fs.ls(root, detail=True)
