@@ -19,12 +19,17 @@ ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
 # downgrade boto3 and packaging in the main one. Its version is pinned here and nowhere else.
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := build/tools/checkov
-# The release tarballs the Ansible roles install (ansible/releases/): jars resolved from Maven Central by a
-# pinned POM and verified against Central's checksums, our launchers beside them, packed reproducibly. The
-# file names come from the POM, where the versions are pinned.
+# The releases the Ansible roles install (ansible/releases/): jars resolved from Maven Central by a
+# pinned POM and verified against Central's checksums; Kafka and Hadoop with our launchers beside them,
+# packed reproducibly, the JMX exporter agent as its one jar. The file names come from the POM, where the
+# versions are pinned.
 pom_property = $(shell sed -n 's:.*<$(2)>\([^<]*\)</$(2)>.*:\1:p' $(1) | head -n 1)
 KAFKA_POM := ansible/releases/kafka/pom.xml
 KAFKA_RELEASE := build/releases/kafka_$(call pom_property,$(KAFKA_POM),scala.binary.version)-$(call pom_property,$(KAFKA_POM),kafka.version).tgz
+HADOOP_POM := ansible/releases/hadoop/pom.xml
+HADOOP_RELEASE := build/releases/hadoop-$(call pom_property,$(HADOOP_POM),hadoop.version).tar.gz
+JMX_EXPORTER_POM := ansible/releases/jmx-exporter/pom.xml
+JMX_EXPORTER_RELEASE := build/releases/jmx_prometheus_javaagent-$(call pom_property,$(JMX_EXPORTER_POM),jmx.exporter.version).jar
 # `make demo DATA=s3://bucket/fashion-mnist/` trains on real Fashion-MNIST IDX files instead.
 DATA ?=
 DEMO_DIR ?= build/demo
@@ -74,12 +79,18 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## Install checkov (pinned) in its own venv for the infra scan
 
 # Maven and a JDK first (system-deps), then the tarballs; the tests make the tarball target alone.
-releases: system-deps ## Build the release tarballs the roles install (Kafka from Maven Central jars) into build/releases
-	$(MAKE) $(KAFKA_RELEASE)
+releases: system-deps ## Build the releases the roles install (Kafka, Hadoop, the JMX exporter from Maven Central jars) into build/releases
+	$(MAKE) $(KAFKA_RELEASE) $(HADOOP_RELEASE) $(JMX_EXPORTER_RELEASE)
 
 # A failed resolution or a checksum mismatch stops the build, naming the tarball and the jar.
 $(KAFKA_RELEASE): $(KAFKA_POM) ansible/releases/lib.sh $(wildcard ansible/releases/kafka/build.sh ansible/releases/kafka/README.release ansible/releases/kafka/bin/* ansible/releases/kafka/config/*)
 	ansible/releases/kafka/build.sh $(@D)
+
+$(HADOOP_RELEASE): $(HADOOP_POM) ansible/releases/lib.sh $(wildcard ansible/releases/hadoop/build.sh ansible/releases/hadoop/README.release ansible/releases/hadoop/bin/* ansible/releases/hadoop/sbin/* ansible/releases/hadoop/libexec/* ansible/releases/hadoop/etc/hadoop/*) $(shell find ansible/releases/hadoop/webapps -type f 2>/dev/null)
+	ansible/releases/hadoop/build.sh $(@D)
+
+$(JMX_EXPORTER_RELEASE): $(JMX_EXPORTER_POM) ansible/releases/lib.sh ansible/releases/jmx-exporter/build.sh
+	ansible/releases/jmx-exporter/build.sh $(@D)
 
 pytest: $(VENV)/.deps-all system-deps checkov releases
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --timeout 900 --durations 25 $(PYTEST_ARGS)

@@ -62,35 +62,64 @@ resolve_verified_jars() {
   [ "$count" -gt 0 ] || release_fail "$label: Maven resolved no jars from $pom"
 }
 
-# copy_jars WORK DEST: the verified jars of WORK/resolved into DEST, flat, and DEST/../libs.sha1
-# ("<sha1>  libs/<jar>", for sha1sum -c in the unpacked release).
-copy_jars() {
-  local work=$1 dest=$2 jar name
-  mkdir -p "$dest"
+# place_jars WORK ROOT PLACE LIST: each verified jar of WORK/resolved into ROOT/<dir>, where <dir> is what the
+# function PLACE prints for the jar's file name, and ROOT/LIST ("<sha1>  <dir>/<jar>", for sha1sum -c in the
+# unpacked release).
+place_jars() {
+  local work=$1 root=$2 place=$3 list=$4 jar name dir
+  : >"$work/placed"
   while IFS= read -r jar; do
     name=$(basename "$jar")
-    [ ! -e "$dest/$name" ] || release_fail "two resolved jars are both named $name"
-    cp "$jar" "$dest/$name"
+    dir=$("$place" "$name")
+    [ ! -e "$root/$dir/$name" ] || release_fail "two resolved jars are both named $name"
+    mkdir -p "$root/$dir"
+    cp "$jar" "$root/$dir/$name"
+    echo "$dir/$name" >>"$work/placed"
   done < <(find "$work/resolved" -name '*.jar' | LC_ALL=C sort)
-  (cd "$dest/.." && sha1sum "$(basename "$dest")"/*.jar) >"$dest/../libs.sha1"
+  (cd "$root" && LC_ALL=C sort "$work/placed" | xargs sha1sum) >"$root/$list"
 }
 
-# pack_release STAGE NAME OUT_DIR: STAGE/NAME as OUT_DIR/NAME.tgz and NAME.tgz.sha512 ("<hex>  NAME.tgz",
+# check_main_classes RELEASE_DIR PATTERN SCRIPT...: every class name matching the extended regular
+# expression PATTERN in the SCRIPTs is in a jar of RELEASE_DIR, so that the release starts its tools.
+check_main_classes() {
+  local release=$1 pattern=$2 class classes
+  shift 2
+  classes=$(mktemp)
+  find "$release" -name '*.jar' -exec unzip -Z1 {} \; >"$classes"
+  while IFS= read -r class; do
+    grep -qxF "${class//.//}.class" "$classes" ||
+      { rm -f "$classes"; release_fail "$(basename "$release"): no jar holds $class, which a launcher starts"; }
+  done < <(grep -ohE "$pattern" "$@" | sort -u)
+  rm -f "$classes"
+}
+
+# pack_release STAGE NAME OUT_DIR FILE: STAGE/NAME as OUT_DIR/FILE and FILE.sha512 ("<hex>  FILE",
 # as sha512sum writes it). Sorted entries, one mtime, root owner, fixed modes, gzip without a timestamp:
 # the same inputs give the same bytes.
 pack_release() {
-  local stage=$1 name=$2 out=$3
+  local stage=$1 name=$2 out=$3 file=$4
   local epoch=${SOURCE_DATE_EPOCH:-1577836800}
   find "$stage/$name" -type d -exec chmod 0755 {} +
   find "$stage/$name" -type f -exec chmod 0644 {} +
-  if [ -d "$stage/$name/bin" ]; then
-    find "$stage/$name/bin" -type f -exec chmod 0755 {} +
-  fi
+  local dir
+  for dir in bin sbin libexec; do
+    [ ! -d "$stage/$name/$dir" ] || find "$stage/$name/$dir" -type f -exec chmod 0755 {} +
+  done
   mkdir -p "$out"
-  rm -f "$out/$name.tgz" "$out/$name.tgz.sha512"
+  rm -f "$out/$file" "$out/$file.sha512"
   tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner --format=gnu \
-    -C "$stage" -cf - "$name" | gzip -9 -n >"$out/$name.tgz.partial"
-  (cd "$out" && sha512sum "$name.tgz.partial" | sed 's/\.partial$//' >"$name.tgz.sha512.partial")
-  mv "$out/$name.tgz.sha512.partial" "$out/$name.tgz.sha512"
-  mv "$out/$name.tgz.partial" "$out/$name.tgz"
+    -C "$stage" -cf - "$name" | gzip -9 -n >"$out/$file.partial"
+  (cd "$out" && sha512sum "$file.partial" | sed 's/\.partial$//' >"$file.sha512.partial")
+  mv "$out/$file.sha512.partial" "$out/$file.sha512"
+  mv "$out/$file.partial" "$out/$file"
+}
+
+# finish_release STAGE NAME OUT_DIR FILE WORK: packs the staged release (pack_release), removes the work
+# directory and says what was built.
+finish_release() {
+  local stage=$1 name=$2 out=$3 file=$4 work=$5
+  pack_release "$stage" "$name" "$out" "$file"
+  rm -rf "$work"
+  rmdir "$out/.work" 2>/dev/null || true
+  echo "built $out/$file ($(du -h "$out/$file" | cut -f 1)), SHA-512 $(cut -c 1-16 "$out/$file.sha512")..."
 }

@@ -2,7 +2,7 @@
 what to fix: an even number of KRaft controllers, an explicit replication above the DataNodes or brokers,
 a data disk that is not mounted, a release file that does not match its published checksum. A valid
 inventory passes, with the replication-clamp warning, reading both checksum file formats (Hadoop's BSD
-style, Kafka's gpg --print-md style).
+style, Kafka's gpg --print-md style) and checking the JMX exporter jar (on by default) against its pin.
 
 The hosts are this machine under several inventory names (local connection, no privilege escalation):
 preflight only asserts and reads, so nothing changes here; the release files are small stand-ins in a
@@ -19,11 +19,33 @@ import tarfile
 
 import pytest
 
-from tests.ansible.support import ANSIBLE_DIR, PlaybookOutcome, assert_stopped_with, run_playbook_json
+from tests.ansible.support import (
+    ANSIBLE_DIR,
+    ROLES_DIR,
+    PlaybookOutcome,
+    assert_stopped_with,
+    load_yaml,
+    run_playbook_json,
+)
 
 PREFLIGHT = ANSIBLE_DIR / "playbooks" / "preflight.yml"
-HADOOP = "hadoop-3.4.1.tar.gz"
-KAFKA = "kafka_2.13-4.1.0.tgz"
+_HDFS_DEFAULTS = load_yaml(ROLES_DIR / "hdfs" / "defaults" / "main.yml")
+_KAFKA_DEFAULTS = load_yaml(ROLES_DIR / "kafka" / "defaults" / "main.yml")
+# Stand-in tarballs of the roles' default versions (their top directory and their file name).
+HADOOP_TOP = f"hadoop-{_HDFS_DEFAULTS['hdfs_version']}"
+KAFKA_TOP = f"kafka_{_KAFKA_DEFAULTS['kafka_scala_version']}-{_KAFKA_DEFAULTS['kafka_version']}"
+HADOOP = f"{HADOOP_TOP}.tar.gz"
+KAFKA = f"{KAFKA_TOP}.tgz"
+JMX_VERSION = _KAFKA_DEFAULTS["kafka_jmx_exporter_version"]
+JMX_JAR = f"jmx_prometheus_javaagent-{JMX_VERSION}.jar"
+# A stand-in for the JMX exporter jar (an empty zip). Maven Central publishes no SHA-256 for the jar, so
+# the roles pin one; the inventory pins the stand-in's here (test_jmx_exporter.py runs the real jar
+# against the roles' own pins).
+JMX_STAND_IN = b"PK\x05\x06" + bytes(18)
+JMX_PINS = {
+    "kafka_jmx_exporter_sha256": hashlib.sha256(JMX_STAND_IN).hexdigest(),
+    "hdfs_jmx_exporter_sha256": hashlib.sha256(JMX_STAND_IN).hexdigest(),
+}
 
 # One ansible-playbook run each (10-20 s on a loaded 2-core machine).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("data_tier_preflight")]
@@ -43,10 +65,10 @@ def tarball(top: str) -> bytes:
 def airgap(tmp_path) -> pathlib.Path:
     directory = tmp_path / "airgap"
     directory.mkdir()
-    hadoop = tarball("hadoop-3.4.1")
+    hadoop = tarball(HADOOP_TOP)
     (directory / HADOOP).write_bytes(hadoop)
     (directory / f"{HADOOP}.sha512").write_text(f"SHA512 ({HADOOP}) = {hashlib.sha512(hadoop).hexdigest()}\n")
-    kafka = tarball("kafka_2.13-4.1.0")
+    kafka = tarball(KAFKA_TOP)
     (directory / KAFKA).write_bytes(kafka)
     digest = hashlib.sha512(kafka).hexdigest().upper()
     groups = [digest[i : i + 8] for i in range(0, len(digest), 8)]
@@ -54,6 +76,7 @@ def airgap(tmp_path) -> pathlib.Path:
     (directory / f"{KAFKA}.sha512").write_text(
         f"{KAFKA}: {' '.join(groups[:6])}\n{' ' * (len(KAFKA) + 2)}{' '.join(groups[6:])}\n"
     )
+    (directory / JMX_JAR).write_bytes(JMX_STAND_IN)
     return directory
 
 
@@ -81,6 +104,7 @@ def inventory(tmp_path, airgap, disks, groups: dict[str, list[str]], **variables
                 "hdfs_datanode_data_dirs": [str(disks / "disk1" / "hdfs")],
                 "hdfs_namenode_name_dirs": [str(disks / "disk1" / "name")],
                 "kafka_log_dirs": [str(disks / "disk2" / "kafka")],
+                **JMX_PINS,
                 **variables,
             },
             "children": {group: {"hosts": {name: host for name in names}} for group, names in groups.items()},

@@ -285,10 +285,11 @@ def documented_jmx_metrics() -> dict[str, tuple[str, str]]:
 
 def exporter_name(config: dict, object_name: str, attribute: str) -> str | None:
     """The metric name the Prometheus JMX exporter gives a bean attribute, following its documented
-    algorithm: "domain<key=value, ...><>attribute" matched against each rule's pattern (first match wins,
-    unanchored), $n replaced by the groups, invalid characters replaced by "_", lowercased if configured."""
+    algorithm: "domain<key=value, ...><>attribute: value" matched against each rule's pattern (first match
+    wins, unanchored), $n replaced by the groups, invalid characters replaced by "_", lowercased if
+    configured. test_jmx_exporter.py checks the rules against the real exporter in real daemons."""
     domain, _, keys = object_name.partition(":")
-    subject = f"{domain}<{', '.join(keys.split(','))}><>{attribute}"
+    subject = f"{domain}<{', '.join(keys.split(','))}><>{attribute}: 0"
     for rule in config["rules"]:
         match = re.fullmatch(f"^.*(?:{rule['pattern']}).*$", subject)
         if match:
@@ -323,6 +324,11 @@ def test_jmx_exporter_rules_export_nothing_undocumented_from_the_namenode(jmx_co
     )
     assert (
         exporter_name(jmx_configs["kafka"], "kafka.network:type=RequestMetrics,name=RequestsPerSec", "Value")
+        is None
+    )
+    # An attribute whose name starts with a documented one is another attribute (CapacityTotalGB).
+    assert (
+        exporter_name(jmx_configs["hdfs"], "Hadoop:service=NameNode,name=FSNamesystem", "CapacityTotalGB")
         is None
     )
 

@@ -1,7 +1,6 @@
 """The Kafka release that `make releases` assembles from Maven Central (ansible/releases/kafka/): shaped as
-the kafka role installs it, its programs behaving as the role's tasks expect on a running node, the
-tarball reproducible, and a jar that does not match Maven Central's published checksum stopping the build
-with its name."""
+the kafka role installs it, its programs behaving as the role's tasks expect on a running node, and the
+role's air-gap checks accepting it (how every release is built and verified: test_releases.py)."""
 
 from __future__ import annotations
 
@@ -16,27 +15,22 @@ import pytest
 
 from tests.ansible.support import load_yaml
 from tests.conftest import pick_free_port
-from tests.support import kafka_release
-from tests.support.kafka_release import ROOT, KafkaNode
+from tests.support.kafka_release import KafkaNode
+from tests.support.releases import KAFKA, ROOT, required, verified_sha512
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kafka_release")]
 ROLE = ROOT / "ansible" / "roles" / "kafka"
-BUILD = ROOT / "ansible" / "releases" / "kafka" / "build.sh"
 NODE_ID = 4242  # kafka-server-stop.sh --node-id picks this node out of any other on the machine
-DAMAGED = "org/apache/kafka/kafka-clients"
 
 
 @pytest.fixture(scope="module")
 def tarball() -> pathlib.Path:
-    try:
-        return kafka_release.build()
-    except kafka_release.ReleaseMissing as missing:
-        pytest.fail(str(missing), pytrace=False)
+    return required(KAFKA)
 
 
 @pytest.fixture(scope="module")
 def home(tarball, tmp_path_factory) -> pathlib.Path:
-    return kafka_release.unpack(tmp_path_factory.mktemp("kafka-release"))
+    return required(KAFKA, tmp_path_factory.mktemp("kafka-release"))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +60,7 @@ def role_programs() -> set[str]:
 
 def test_the_release_holds_every_program_the_kafka_role_runs(tarball):
     defaults = load_yaml(ROLE / "defaults" / "main.yml")
-    name = kafka_release.release_name()
+    name = KAFKA.name
     assert name == f"kafka_{defaults['kafka_scala_version']}-{name.rsplit('-', 1)[1]}", (
         "the tarball is named as the role names it: kafka_<kafka_scala_version>-<kafka_version>.tgz"
     )
@@ -84,22 +78,6 @@ def test_the_release_holds_every_program_the_kafka_role_runs(tarball):
     for kept in ("config/log4j2.yaml", "config/tools-log4j2.yaml", "libs.sha1"):
         assert f"{name}/{kept}" in members
     assert all(m.uid == 0 and m.gid == 0 and m.mtime == members[name].mtime for m in members.values())
-
-
-def test_the_checksum_file_is_one_the_role_reads_and_it_matches(tarball):
-    """release_artifact's checksum.yml reads "<hex>  <name>" lines, as sha512sum writes them."""
-    text = (tarball.parent / f"{tarball.name}.sha512").read_text()
-    assert re.fullmatch(rf"[0-9a-f]{{128}}  {re.escape(tarball.name)}\n", text)
-    assert text.split()[0] == hashlib.sha512(tarball.read_bytes()).hexdigest()
-
-
-def test_every_jar_matches_the_sha1_maven_central_published(home):
-    result = subprocess.run(
-        ["sha1sum", "--check", "--strict", "libs.sha1"], cwd=home, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    listed = {line.split()[1] for line in (home / "libs.sha1").read_text().splitlines()}
-    assert listed == {f"libs/{p.name}" for p in (home / "libs").iterdir()}
 
 
 def test_storage_format_says_formatting_only_the_first_time(home, tmp_path):
@@ -179,78 +157,6 @@ def test_kafka_server_stop_stops_only_the_node_it_names(home, node):
     assert "Transition from STARTED to SHUTTING_DOWN" in node.log(200000)
 
 
-def local_repository() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("MAVEN_REPO_LOCAL", pathlib.Path.home() / ".m2" / "repository"))
-
-
-def shadow_repository(source: pathlib.Path, target: pathlib.Path) -> None:
-    """A copy of a Maven repository: jars as symbolic links (read only), everything else copied (Maven may
-    write beside it), and the kafka-clients jar a damaged copy of its own."""
-    for directory, _, files in os.walk(source):
-        into = target / pathlib.Path(directory).relative_to(source)
-        into.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            original = pathlib.Path(directory) / name
-            if name.endswith(".jar"):
-                (into / name).symlink_to(original)
-            else:
-                (into / name).write_bytes(original.read_bytes())
-    for jar in (target / DAMAGED).glob("*/kafka-clients-*.jar"):
-        data = jar.read_bytes()
-        jar.unlink()
-        jar.write_bytes(data + b"damaged")
-
-
-def build(out: pathlib.Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BUILD), str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=600,
-        check=False,
-    )
-
-
-def test_the_same_sources_build_the_same_tarball(tarball, tmp_path):
-    rebuilt = build(tmp_path, MAVEN_EXTRA_ARGS="-o")
-    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-    assert (tmp_path / f"{tarball.name}.sha512").read_text() == (
-        tarball.parent / f"{tarball.name}.sha512"
-    ).read_text()
-
-
-def test_a_jar_damaged_in_the_local_repository_stops_the_build_naming_it(tarball, tmp_path):
-    """Maven checks checksums only while downloading: build.sh checks every jar against the .sha1 that
-    Maven downloaded from Central beside it."""
-    shadow_repository(local_repository(), tmp_path / "repository")
-    failed = build(tmp_path / "out", MAVEN_REPO_LOCAL=str(tmp_path / "repository"), MAVEN_EXTRA_ARGS="-o")
-    assert failed.returncode != 0
-    assert f"{tarball.name}: checksum mismatch for {DAMAGED}/" in failed.stderr, failed.stderr[-3000:]
-    assert not (tmp_path / "out" / tarball.name).exists()
-
-
-def test_a_download_that_does_not_match_the_published_checksum_stops_the_build(tarball, tmp_path):
-    """mvn -C (--strict-checksums): a repository (here a file:// mirror of Central holding a damaged
-    kafka-clients jar beside Central's .sha1) that serves a jar with another SHA-1 fails the resolution."""
-    shadow_repository(local_repository(), tmp_path / "mirror")
-    settings = tmp_path / "settings.xml"
-    settings.write_text(
-        "<settings><mirrors><mirror><id>damaged</id><mirrorOf>*</mirrorOf>"
-        f"<url>{(tmp_path / 'mirror').as_uri()}</url></mirror></mirrors></settings>"
-    )
-    failed = build(
-        tmp_path / "out", MAVEN_REPO_LOCAL=str(tmp_path / "empty"), MAVEN_EXTRA_ARGS=f"-s {settings}"
-    )
-    assert failed.returncode != 0
-    assert "Checksum validation failed" in failed.stderr and "kafka-clients" in failed.stderr, failed.stderr[
-        -3000:
-    ]
-    assert f"{tarball.name}: Maven could not resolve and verify the jars" in failed.stderr
-    assert not (tmp_path / "out" / tarball.name).exists()
-
-
 def test_the_kafka_roles_air_gap_checks_accept_the_release_with_its_checksum_pinned(tarball, tmp_path):
     """playbooks/preflight.yml as tests/ansible/test_data_tier_preflight.py runs it (this machine under three
     inventory names, read-only), with this tarball and its .sha512 in the air-gap directory, kafka_version
@@ -262,17 +168,18 @@ def test_the_kafka_roles_air_gap_checks_accept_the_release_with_its_checksum_pin
 
     airgap = tmp_path / "airgap"
     airgap.mkdir()
-    hadoop = preflight.tarball("hadoop-3.4.1")
+    hadoop = preflight.tarball(preflight.HADOOP_TOP)
     (airgap / preflight.HADOOP).write_bytes(hadoop)
     (airgap / f"{preflight.HADOOP}.sha512").write_text(
         f"SHA512 ({preflight.HADOOP}) = {hashlib.sha512(hadoop).hexdigest()}\n"
     )
     for name in (tarball.name, f"{tarball.name}.sha512"):
         shutil.copyfile(tarball.parent / name, airgap / name)  # a copy: the role does not follow links
+    (airgap / preflight.JMX_JAR).write_bytes(preflight.JMX_STAND_IN)  # its pin: preflight.inventory's
     for disk in ("disk1", "disk2"):
         (tmp_path / "data" / disk).mkdir(parents=True)
-    version = kafka_release.release_name().rsplit("-", 1)[1]
-    pin = kafka_release.verified_sha512(tarball)
+    version = KAFKA.version
+    pin = verified_sha512(tarball)
     document = preflight.inventory(
         tmp_path, airgap, tmp_path / "data", preflight.SMALL, kafka_version=version, kafka_release_sha512=pin
     )

@@ -69,7 +69,19 @@ def gpu_checks_skipped_saying_why(output: str, artifacts: pathlib.Path) -> None:
         assert reason in said, f"no {reason!r} in the output"
 
 
-AFTER_RUN = {"k3s_cluster": [token_never_printed], "gpu_nodes": [gpu_checks_skipped_saying_why]}
+def scram_passwords_never_printed(output: str, artifacts: pathlib.Path) -> None:
+    """The SCRAM passwords the run generated (molecule.yml of data_tier) appear nowhere in molecule's output."""
+    passwords = [path.read_text().split()[0] for path in sorted(artifacts.glob("scram-*"))]
+    assert len(passwords) == 2, f"expected the brokers' and the producer's passwords in {artifacts}"
+    assert all(len(password) >= 12 for password in passwords), "a generated password is too short"
+    assert not [password for password in passwords if password in output], "a SCRAM password was printed"
+
+
+AFTER_RUN = {
+    "k3s_cluster": [token_never_printed],
+    "data_tier": [scram_passwords_never_printed],
+    "gpu_nodes": [gpu_checks_skipped_saying_why],
+}
 
 
 @pytest.mark.molecule

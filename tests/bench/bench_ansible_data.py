@@ -4,9 +4,9 @@ KRaft controllers/brokers).
 
 Creates and prepares the scenario's containers with molecule, then runs each tier's playbook twice with
 ansible-playbook against molecule's inventory (converge, then the re-run that must change nothing), so
-each tier is timed alone. Hadoop and Kafka are the fake_hadoop_release and fake_kafka_release test
-doubles: the numbers measure what the roles do (OpenJDK, release, users, files, units, firewall, format
-once, start, topics), not the JVMs starting.
+each tier is timed alone. Hadoop and Kafka are the real daemons, from the release tarballs `make releases`
+builds (molecule's prepare makes them if missing): the numbers include the JVMs starting, the NameNode
+format, the KRaft quorum forming and the topics created through it.
 
     PYTHONPATH=$PWD .venv/bin/python -m tests.bench.run --only ansible_data
 """
@@ -126,8 +126,9 @@ def run(workdir: pathlib.Path) -> str:
         f"Each tier's playbook run alone with `ansible-playbook` on the {HOSTS} systemd containers of the `data_tier`",
         "molecule scenario (node1: NameNode; node2, node3: DataNodes; all three combined KRaft controllers and",
         "brokers), HDFS first, then Kafka; each run includes starting `ansible-playbook` and gathering facts.",
-        "Hadoop and Kafka are the fake_hadoop_release / fake_kafka_release test doubles; OpenJDK 17 is the real",
-        "Debian package (its download comes from the package cache after the first run).",
+        "Hadoop and Kafka are the real daemons from the `make releases` tarballs (small heaps, SCRAM on the broker",
+        "listener, as the scenario sets them); OpenJDK 17 is the Debian package (its download comes from the",
+        "package cache after the first run).",
         load_line(load_before, load_after),
         "CPU s: Ansible on the controller plus everything in the test containers; CPU s / 2 is the best wall",
         "time on an otherwise idle 2-core machine.",

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from tests.support import kafka_release
+from tests.support.releases import KAFKA
 from tests.workloads.serving.processes import start_service, wait_until
 from tests.workloads.streaming.kafka import KafkaClients, MockKafka, StreamKafka
 from workloads.serving import payloads
@@ -75,7 +76,7 @@ def run(workdir: pathlib.Path) -> str:
     load_before = os.getloadavg()[0]
     results = {}
     with tempfile.TemporaryDirectory(dir=workdir) as scratch:
-        home = kafka_release.unpack(pathlib.Path(scratch))
+        home = KAFKA.unpack(pathlib.Path(scratch))
         began = time.monotonic()
         with kafka_release.KafkaNode.running(home, pathlib.Path(scratch) / "node") as node:
             started_s = time.monotonic() - began
@@ -105,7 +106,7 @@ def run(workdir: pathlib.Path) -> str:
             "",
             "| Kafka | producer records/s | `stream-ingest` records/s (steady) | records |",
             "| --- | ---: | ---: | ---: |",
-            f"| Apache Kafka {kafka_release.release_name().split('-')[-1]} (real node) | {real_produce:,.0f} | "
+            f"| Apache Kafka {KAFKA.name.split('-')[-1]} (real node) | {real_produce:,.0f} | "
             f"{real_ingest:,.0f} | {real_count} |",
             f"| librdkafka mock cluster | {mock_produce:,.0f} | {mock_ingest:,.0f} | {mock_count} |",
             f"| real / mock | {real_produce / mock_produce:.2f}x | {real_ingest / mock_ingest:.2f}x | |",

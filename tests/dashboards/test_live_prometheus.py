@@ -3,8 +3,9 @@
 The live scenario (tests/dashboards/rig/scenario.py) runs once for this module under a real Prometheus and
 node_exporter (Debian packages) on loopback, scraping every second: a short TensorFlow
 MultiWorkerMirroredStrategy training run of two worker processes, then serve-dev serving the model
-that run trained under a load test and malformed requests, with infer-worker and stream-ingest on
-librdkafka's mock Kafka cluster. Every dashboard query whose metrics exist here must return data,
+that run trained under a load test and malformed requests, with infer-worker and stream-ingest on a real
+Kafka node (the release of `make releases`) that runs the kafka role's JMX exporter agent and rules, so the
+data dashboard's broker panels read it. Every dashboard query whose metrics exist here must return data,
 every metric docs/interfaces.md promises must be served by the workload that promises it, and the
 alerts that this data can exercise must behave.
 """
@@ -88,6 +89,17 @@ def test_every_dashboard_query_on_metrics_that_exist_here_returns_data(run):
     assert not empty, "\n".join(empty)
     checked = {result.expression.file.name for result in results if result.status == "data"}
     assert checked == {path.name for path in DASHBOARD_FILES}, "a dashboard was not checked live at all"
+
+
+def test_the_kafka_panels_and_alert_read_the_real_nodes_jmx_exporter(run):
+    """Every query that reads a name of dashboards/exporters/kafka-jmx.txt is checked live and returns data,
+    and KafkaUnderReplicatedPartitions stays quiet: one node, one replica, nothing under-replicated."""
+    names = catalog.exporter_lists()["kafka-jmx"]
+    assert names <= run["stack"].exported_here[scenario.KAFKA_JMX_SOURCE]
+    results = [r for r in all_results(run) if contract.metric_names(r.expression) & names]
+    assert results, "no dashboard query reads the Kafka JMX exporter's names"
+    assert [r.describe() for r in results if r.status != "data"] == []
+    assert live.alert_states(run["groups"])["KafkaUnderReplicatedPartitions"] == []
 
 
 def test_every_workload_query_is_checked_live_not_skipped(run):

@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
-import hashlib
 import os
 import pathlib
 import socket
 import subprocess
-import tarfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from xml.etree import ElementTree
+from typing import Any
 
 from tests.conftest import pick_free_port
+from tests.support import daemons
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-POM = ROOT / "ansible" / "releases" / "kafka" / "pom.xml"
-RELEASES = ROOT / "build" / "releases"
 QUIET = {"log_level": 3}  # librdkafka errors only
 # One small node: a quarter GiB of heap and the serial collector leave the two cores to the tests.
 HEAP_OPTS = "-Xms64m -Xmx256m"
@@ -53,75 +48,29 @@ NODE_SETTINGS = {
 }
 
 
-class ReleaseMissing(RuntimeError):
-    """The release is not built and could not be: the message says what to run."""
-
-
-def release_name() -> str:
-    """kafka_<scala>-<version>, from the pinned POM."""
-    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
-    properties = ElementTree.parse(POM).getroot().find("m:properties", namespace)
-    version = properties.findtext("m:kafka.version", namespaces=namespace)
-    scala = properties.findtext("m:scala.binary.version", namespaces=namespace)
-    return f"kafka_{scala}-{version}"
-
-
-def tarball() -> pathlib.Path:
-    return RELEASES / f"{release_name()}.tgz"
-
-
-def build() -> pathlib.Path:
-    """Makes the tarball (nothing to do when it is newer than its sources), one process at a time. Only the
-    file target: `make releases` also installs the Debian packages, which needs root."""
-    RELEASES.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    with (RELEASES / ".build.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        result = subprocess.run(
-            ["make", "--no-print-directory", "-s", str(tarball().relative_to(ROOT))],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if result.returncode != 0 or not tarball().exists():
-        said = (result.stdout + result.stderr).strip().splitlines() or ["nothing"]
-        reason = next((line for line in said if line.startswith("release build failed")), said[-1])
-        raise ReleaseMissing(
-            f"no Kafka release at {tarball().relative_to(ROOT)}: run `make releases` ({reason})"
-        )
-    return tarball()
-
-
-def verified_sha512(path: pathlib.Path) -> str:
-    """The tarball's SHA-512, checked against its .sha512 file as the role checks it."""
-    published = (path.parent / f"{path.name}.sha512").read_text().split()
-    actual = hashlib.sha512(path.read_bytes()).hexdigest()
-    if published[:2] != [actual, path.name]:
-        raise ReleaseMissing(f"{path} does not match {path.name}.sha512: run `make releases` again")
-    return actual
-
-
-def unpack(destination: pathlib.Path) -> pathlib.Path:
-    """Builds the release if needed, verifies it and unpacks it into ``destination``; returns its home."""
-    path = build()
-    verified_sha512(path)
-    with tarfile.open(path) as archive:
-        archive.extractall(destination, filter="tar")
-    return destination / release_name()
+def new_cluster_id() -> str:
+    """A KRaft cluster id, as kafka-storage.sh random-uuid prints it."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 class KafkaNode:
     """A running single-node Kafka cluster on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self, home: pathlib.Path, workdir: pathlib.Path, node_id: int = 1) -> None:
+    def __init__(
+        self, home: pathlib.Path, workdir: pathlib.Path, node_id: int = 1, jvm_opts: str = ""
+    ) -> None:
         self.home = home
+        # More JVM options of the node (not of kafka-storage.sh), after KAFKA_OPTS: e.g. the JMX exporter agent.
+        self.jvm_opts = jvm_opts
         self.workdir = workdir
         self.node_id = node_id
         self.port = pick_free_port()
         self.controller_port = pick_free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        # A cluster of one unless KafkaCluster sets these (the same id and voters on every node).
+        self.cluster_id = new_cluster_id()
+        self.voters = f"{node_id}@127.0.0.1:{self.controller_port}"
+        self.settings = dict(NODE_SETTINGS)
         self.config = workdir / "server.properties"
         self.log_dir = workdir / "logs"
         self.process: subprocess.Popen | None = None
@@ -139,10 +88,11 @@ class KafkaNode:
     @classmethod
     @contextlib.contextmanager
     def running(
-        cls, home: pathlib.Path, workdir: pathlib.Path, node_id: int = 1, timeout_s: float = 120
+        cls, home: pathlib.Path, workdir: pathlib.Path, timeout_s: float = 120, **options: Any
     ) -> Iterator[KafkaNode]:
-        """Formats, starts and waits for a node; stops it on the way out, also after a failure."""
-        node = cls(home, workdir, node_id)
+        """Formats, starts and waits for a node (``options`` as for the constructor); stops it on the way
+        out, also after a failure."""
+        node = cls(home, workdir, **options)
         try:
             node.start(timeout_s)
             yield node
@@ -159,21 +109,25 @@ class KafkaNode:
         }
 
     def start(self, timeout_s: float = 120) -> None:
+        self.launch(timeout_s)
+        self.wait_until_ready(timeout_s)
+
+    def launch(self, timeout_s: float = 120) -> None:
+        """Formats the storage (once: a restarted node keeps its data) and starts the JVM, not waiting."""
         settings = {
             "process.roles": "broker,controller",
             "node.id": self.node_id,
-            "controller.quorum.voters": f"{self.node_id}@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": self.voters,
             "controller.listener.names": "CONTROLLER",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.workdir / "data"),
-            **NODE_SETTINGS,
+            **self.settings,
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         formatted = subprocess.run(
             [
                 self.home / "bin" / "kafka-storage.sh",
@@ -181,7 +135,8 @@ class KafkaNode:
                 "--config",
                 self.config,
                 "--cluster-id",
-                cluster_id,
+                self.cluster_id,
+                "--ignore-formatted",
             ],
             env={**self._env(), "KAFKA_HEAP_OPTS": "-Xmx128m"},
             capture_output=True,
@@ -194,25 +149,13 @@ class KafkaNode:
                 f"kafka-storage.sh format exited {formatted.returncode}: {formatted.stderr[-2000:]}"
             )
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.log_dir / "console.log").open("ab") as console:
-            self.process = subprocess.Popen(
-                # SIGTERM to the node if the test process dies first (setpriv, the scripts and the JVM are
-                # one process: each execs the next).
-                [
-                    "setpriv",
-                    "--pdeathsig",
-                    "TERM",
-                    "--",
-                    self.home / "bin" / "kafka-server-start.sh",
-                    self.config,
-                ],
-                env=self._env(),
-                stdout=console,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_until_it_answers(timeout_s)
+        self.process = daemons.launch(
+            [self.home / "bin" / "kafka-server-start.sh", self.config],
+            {**self._env(), "KAFKA_OPTS": f"{os.environ.get('KAFKA_OPTS', '')} {self.jvm_opts}".strip()},
+            self.log_dir / "console.log",
+        )
 
-    def _wait_until_it_answers(self, timeout_s: float) -> None:
+    def wait_until_ready(self, timeout_s: float) -> None:
         """Until the port accepts connections (librdkafka would log every refusal), then until the broker
         serves metadata with itself in it (the controller has registered it)."""
         from confluent_kafka import KafkaException
@@ -240,19 +183,15 @@ class KafkaNode:
         path = self.log_dir / "server.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else "(no server.log)"
 
+    def kill(self) -> None:
+        """SIGKILL: the node dies without a controlled shutdown, as on a power cut."""
+        self._admin = None
+        daemons.kill(self.process)
+
     def stop(self, timeout_s: float = 60) -> int | None:
         """SIGTERM (a controlled shutdown), SIGKILL after ``timeout_s``; returns the exit status."""
         self._admin = None
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return daemons.stop(self.process, timeout_s)
 
     def create_topics(self, names: Sequence[str], partitions: int = 4, **config: str) -> None:
         """Creates the topics (one replica) and waits until each has a leader for every partition."""
@@ -276,3 +215,56 @@ class KafkaNode:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"topics {list(names)} have no leaders after 30 s:\n{self.log()}")
             time.sleep(0.1)
+
+
+# Settings of a three-node test cluster: what the role sets in production for durability (every record on
+# three nodes, acknowledged once two have it), the rest as for a single node.
+CLUSTER_SETTINGS = {
+    **NODE_SETTINGS,
+    "default.replication.factor": 3,
+    "min.insync.replicas": 2,
+    "offsets.topic.replication.factor": 3,
+    "transaction.state.log.replication.factor": 3,
+    "transaction.state.log.min.isr": 2,
+    "share.coordinator.state.topic.replication.factor": 3,
+    "share.coordinator.state.topic.min.isr": 2,
+}
+
+
+class KafkaCluster:
+    """Three KafkaNodes (each controller and broker) forming one KRaft quorum on 127.0.0.1."""
+
+    def __init__(self, home: pathlib.Path, workdir: pathlib.Path, size: int = 3) -> None:
+        self.nodes = [
+            KafkaNode(home, workdir / f"node{index}", node_id=index) for index in range(1, size + 1)
+        ]
+        cluster_id = new_cluster_id()
+        voters = ",".join(f"{node.node_id}@127.0.0.1:{node.controller_port}" for node in self.nodes)
+        for node in self.nodes:
+            node.cluster_id, node.voters, node.settings = cluster_id, voters, dict(CLUSTER_SETTINGS)
+        self.bootstrap = ",".join(node.bootstrap for node in self.nodes)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls, home: pathlib.Path, workdir: pathlib.Path, timeout_s: float = 180
+    ) -> Iterator[KafkaCluster]:
+        """Starts every node (a quorum needs a majority up, so all start before any is waited for) and
+        waits until each broker serves metadata; stops them on the way out, also after a failure."""
+        cluster = cls(home, workdir)
+        try:
+            for node in cluster.nodes:
+                node.launch(timeout_s)
+            for node in cluster.nodes:
+                node.wait_until_ready(timeout_s)
+            yield cluster
+        finally:
+            cluster.stop()
+
+    def stop(self) -> None:
+        """SIGTERM to every node at once: one by one, the last would wait for a quorum that is gone."""
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.terminate()
+        for node in self.nodes:
+            node.stop(timeout_s=20)

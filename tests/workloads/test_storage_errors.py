@@ -134,21 +134,41 @@ def test_s3_without_its_client_package_names_the_package(tmp_path):
     assert "s3://bucket/data" in line and "pip install s3fs" in line
 
 
-def test_hdfs_without_a_java_runtime_names_the_settings_to_check(tmp_path):
-    env = offline_env(JAVA_HOME="/nonexistent", HADOOP_HOME="/nonexistent", ARROW_LIBHDFS_DIR="/nonexistent")
+def test_reading_hdfs_with_no_namenode_listening_fails_in_seconds_naming_the_address(tmp_path):
+    url = closed_port_url("hdfs") + "/data"
+    began = time.monotonic()
     result = run_workloads(
-        "search",
-        "--data",
-        "hdfs://127.0.0.1:8020/data",
-        "--workdir",
-        str(tmp_path / "w"),
-        env=env,
-        timeout=120,
+        "search", "--data", url, "--workdir", str(tmp_path / "w"), env=offline_env(), timeout=120
     )
+    elapsed = time.monotonic() - began
     line = error_line(result)
-    assert "hdfs://127.0.0.1:8020/data" in line
-    assert "JAVA_HOME" in line and "HADOOP_HOME" in line and "CLASSPATH" in line
-    assert "dlopen" not in line  # pyarrow's list of every place it looked is not repeated
+    assert url in line and "Connection refused" in line and "NameNode" in line
+    assert "neither a shard directory" not in line
+    # hdfs-native's default retries (HDFS's failover settings) took minutes; ours give up after ~6 s
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+
+
+def test_hdfs_clients_give_up_on_a_namenode_quickly_unless_the_hadoop_configuration_says_otherwise(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("HADOOP_HOME", raising=False)
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    options = storage.filesystem("hdfs://127.0.0.1:1/data")[0].storage_options
+    assert options["dfs.client.failover.max.attempts"] == "4"
+    (tmp_path / "hdfs-site.xml").write_text(
+        "<configuration><property><name>dfs.client.failover.max.attempts</name><value>15</value>"
+        "</property></configuration>"
+    )
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
+    options = storage.filesystem("hdfs://127.0.0.1:2/data")[0].storage_options
+    assert "dfs.client.failover.max.attempts" not in options  # hdfs-native reads the site's 15
+    assert options["dfs.client.failover.sleep.max.millis"] == "2000"
+
+
+def test_webhdfs_acts_as_the_hadoop_user_not_as_the_anonymous_web_user(monkeypatch):
+    monkeypatch.setenv("HADOOP_USER_NAME", "mlstack")
+    assert storage.filesystem("webhdfs://127.0.0.1:1/data")[0].pars["user.name"] == "mlstack"
+    assert storage.filesystem("webhdfs://alice@127.0.0.1:1/data")[0].pars["user.name"] == "alice"
 
 
 def test_reading_webhdfs_with_nothing_listening_is_a_connection_error_not_a_missing_dataset(tmp_path):

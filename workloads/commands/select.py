@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from workloads.core import fsutil, logs, storage
+from workloads.core import logs, storage
 from workloads.core.errors import DataError
 from workloads.core.settings import CommandConfig, option
 from workloads.data import datasets
@@ -45,7 +45,9 @@ class Config(CommandConfig):
     candidates: tuple[str, ...] = option(help="trained-model directories, or directories containing them")
     data: str = option(help="dataset directory (its test/ split is used) or a held-out shard directory")
     metric: str = option("accuracy", help="ranking metric", choices=tuple(selection.METRICS))
-    results: str | None = option(None, help="where to write the results table as JSON; none = do not write")
+    results: str | None = option(
+        None, help="where to write the results table as JSON (path or URL); none = do not write"
+    )
     model_base_path: str | None = option(
         None, help="TF Serving base path to promote the winner into; none = no promotion"
     )
@@ -72,7 +74,7 @@ def run(config: Config) -> int:
     rows = selection.select(candidates, test_data, config.metric)
     print(selection.render_table(rows, config.metric))
     if config.results:
-        fsutil.atomic_write_text(config.results, selection.results_json(rows, config.metric, test_url))
+        storage.publish_bytes(config.results, selection.results_json(rows, config.metric, test_url).encode())
         log.info("results table written", extra=logs.fields(path=config.results))
     if config.model_base_path:
         selection.check_promotable(rows[0], test_data.manifest.num_classes, config.min_accuracy)

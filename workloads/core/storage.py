@@ -6,17 +6,26 @@ visible to readers all at once) are the same for shards, checkpoints and models:
 
 - local disk: write a temporary file beside the target, fsync, ``os.replace`` (atomic rename);
 - object stores (``s3://``, ``gs://``, ``memory://``): one PUT, which replaces the object whole;
-- other filesystems (HDFS): write a temporary file, then rename it over the target. HDFS refuses to
-  rename onto an existing file, so the old file is removed first: for that instant readers find no
-  file and must retry; they never see a partial one.
+- HDFS (``hdfs://``, ``webhdfs://``): write a temporary file, then rename it over the target with
+  HDFS's OVERWRITE rename, which replaces the target in one NameNode operation: readers find the old
+  file or the new one, never none and never a part. (A plain HDFS rename refuses an existing target:
+  hdfs-native raises FileExistsError, and WebHDFS answers ``{"boolean": false}``, which fsspec ignores.)
+- any other filesystem: write a temporary file, remove the target, rename; for that instant readers
+  find no file and must retry, but never see a partial one.
+
+``hdfs://`` goes through hdfs-native, a client that speaks HDFS's RPC and data-transfer protocols
+itself: no JVM, no libhdfs, no Hadoop install in the images. It reads ``HADOOP_CONF_DIR`` (or
+``HADOOP_HOME/etc/hadoop``) when set, and acts as ``HADOOP_USER_NAME`` (else the local user), as Hadoop's
+own clients do; ``webhdfs://`` is given the same user (unless the URL names one, ``webhdfs://user@host``)
+rather than WebHDFS's anonymous ``dr.who``, which may write nowhere.
 
 Failures to reach the storage are reported the same way for every scheme: as a
 :class:`~workloads.core.errors.StorageError` that names the URL, says what went wrong in one line and
 which setting (or package) to check. That covers a missing client library (``s3fs`` for ``s3://``,
-``pyarrow`` for ``hdfs://``), a missing JVM or ``libhdfs``, an endpoint that does not answer, missing or
-refused credentials and an unwritable local path. The functions here and every method of the
-filesystem :func:`filesystem` returns raise it; a file that does not exist is not a storage failure and
-stays a :class:`FileNotFoundError`, which callers rely on.
+``hdfs-native`` for ``hdfs://``), an endpoint or NameNode that does not answer, DataNodes that do not,
+missing or refused credentials or HDFS permissions and an unwritable local path. The functions here and
+every method of the filesystem :func:`filesystem` returns raise it; a file that does not exist is not a
+storage failure and stays a :class:`FileNotFoundError`, which callers rely on.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import getpass
 import os
 import pathlib
 import posixpath
@@ -31,6 +41,8 @@ import re
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 from workloads.core import fsutil
 from workloads.core.errors import StorageError
@@ -40,13 +52,15 @@ if TYPE_CHECKING:
 
 S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "memory", "abfs", "az"}
+# Schemes whose URLs name a host (the NameNode) that the filesystem's own paths leave out.
+_HOST_SCHEMES = {"hdfs", "webhdfs", "viewfs"}
 # The package that provides each scheme's fsspec implementation (named when it is not installed).
 _CLIENT_PACKAGES = {
     "s3": "s3fs",
     "s3a": "s3fs",
     "gs": "gcsfs",
     "gcs": "gcsfs",
-    "hdfs": "pyarrow",
+    "hdfs": "hdfs-native",
     "webhdfs": "requests",
     "abfs": "adlfs",
     "az": "adlfs",
@@ -72,8 +86,31 @@ _CLIENT_MODULES = {
     "s3fs",
     "gcsfs",
     "adlfs",
-    "pyarrow",
+    "hdfs_native",
 }
+# How hdfs:// clients retry a NameNode they cannot reach. hdfs-native follows HDFS's failover settings,
+# whose defaults (15 attempts, sleeps growing from 0.5 s to 15 s) made a stopped NameNode take minutes
+# to report, each call hanging meanwhile (measured: a listing still waiting after 2 minutes). 4 attempts with
+# jittered sleeps from 0.5 s to 2 s give up after ~6 s (measured), about as long as Hadoop's own Java
+# client waits on a refused connection (10 retries, 1 s apart), and a NameNode restart that takes longer
+# fails the call rather than hanging it. The same keys in HADOOP_CONF_DIR's *-site.xml still win.
+HDFS_CLIENT_DEFAULTS = {
+    "dfs.client.failover.max.attempts": "4",
+    "dfs.client.failover.sleep.base.millis": "500",
+    "dfs.client.failover.sleep.max.millis": "2000",
+}
+HDFS_DATANODE_HINT = "check that the cluster's DataNodes are up (`hdfs dfsadmin -report` lists the live ones)"
+# hdfs-native reports errors as the Rust enum's debug form, e.g. RPCError("java.Class", "message\n\tat ...")
+_HDFS_NATIVE_ERROR = re.compile(r"^(\w+)\((.*)\)$", re.DOTALL)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_DATANODE_TROUBLE = (
+    "DataTransferError",
+    "BlocksNotFound",
+    "Failed to complete file",
+    "No active nodes contain",
+    "Failed to find datanode",
+    "could only be written to",
+)
 # Local errors that mean "this path cannot be used" rather than "this file does not exist".
 _LOCAL_ERRNOS = {
     errno.EACCES: "check that this user may read and write it, or use another path",
@@ -124,20 +161,6 @@ def storage_error(url: str, error: BaseException) -> StorageError | None:
     if kind == "file":
         hint = _LOCAL_ERRNOS.get(getattr(error, "errno", None) or -1)
         return StorageError(url, text, hint) if isinstance(error, OSError) and hint else None
-    if kind == "hdfs" and isinstance(error, OSError) and "Unable to load libjvm" in str(error):
-        return StorageError(
-            url,
-            "no Java runtime: pyarrow could not load libjvm.so",
-            "hdfs:// needs a JDK (set JAVA_HOME), Hadoop's libhdfs (set HADOOP_HOME or ARROW_LIBHDFS_DIR) "
-            "and CLASSPATH=$(hadoop classpath --glob); or use webhdfs://",
-        )
-    if kind == "hdfs" and isinstance(error, OSError) and "Unable to load libhdfs" in str(error):
-        return StorageError(
-            url,
-            "no libhdfs: pyarrow could not load Hadoop's libhdfs.so",
-            "hdfs:// needs Hadoop's native library: set HADOOP_HOME (or ARROW_LIBHDFS_DIR to the folder "
-            "of libhdfs.so) and CLASSPATH=$(hadoop classpath --glob); or use webhdfs://",
-        )
     if name in {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
         return StorageError(
             url,
@@ -146,11 +169,88 @@ def storage_error(url: str, error: BaseException) -> StorageError | None:
         )
     if name == "NoRegionError":
         return StorageError(url, text, "set AWS_DEFAULT_REGION (or AWS_REGION)")
+    if kind in {"hdfs", "webhdfs"}:
+        translated = _hdfs_error(url, kind, error)
+        if translated is not None:
+            return translated
     if isinstance(error, PermissionError) or name == "ClientError":
         return StorageError(url, f"access refused ({text})", _access_hint(kind))
     if module in _CLIENT_MODULES or isinstance(error, OSError):
         return StorageError(url, text, _reach_hint(kind))
     return None
+
+
+def _raised_in(error: BaseException) -> str:
+    """The module whose code raised ``error`` (the innermost frame of its traceback)."""
+    module, frame = "", error.__traceback__
+    while frame is not None:
+        module, frame = frame.tb_frame.f_globals.get("__name__", ""), frame.tb_next
+    return module
+
+
+def _hdfs_error(url: str, kind: str, error: BaseException) -> StorageError | None:
+    """The failures of HDFS's clients, which raise builtins: hdfs-native a RuntimeError holding a Rust
+    error (``RPCError("...AccessControlException", "Permission denied: ...")``, ``DataTransferError``)
+    or an OSError; fsspec's WebHDFS a RuntimeError or PermissionError with the NameNode's message, an
+    HTTPError from a DataNode, or a ConnectionError from a DataNode that is gone. None for what is not
+    theirs (a FileNotFoundError is never passed here)."""
+    raised_in = _raised_in(error)
+    message = str(error).strip()
+    java_class = ""
+    if isinstance(error, RuntimeError) and raised_in.startswith("hdfs_native"):
+        parsed = _HDFS_NATIVE_ERROR.match(message)
+        if parsed:
+            variant, arguments = parsed[1], [_unescape(a) for a in _QUOTED.findall(parsed[2])]
+            java_class = arguments[0] if variant == "RPCError" and len(arguments) > 1 else ""
+            detail = (arguments[-1] if arguments else parsed[2]).strip()
+            detail = detail.splitlines()[0] if detail else variant
+            message = f"{detail.split(': [', 1)[0]} ({variant})" if variant != "RPCError" else detail
+    elif isinstance(error, RuntimeError | PermissionError) and raised_in == "fsspec.implementations.webhdfs":
+        message = message.splitlines()[0] if message else type(error).__name__
+    elif type(error).__name__ == "HTTPError" and getattr(error, "response", None) is not None:
+        message, java_class = _webhdfs_http_error(error)
+    elif kind == "webhdfs" and type(error).__name__ == "ConnectionError":
+        # The NameNode redirects each read and write to a DataNode: a refusal from another host:port
+        # than the URL's is the DataNode's (the NameNode has not noticed that it is gone yet).
+        found = re.search(r"host='([^']+)', port=(\d+)", message)
+        address = urlsplit(url)
+        if not found or (found[1], int(found[2])) == (address.hostname, address.port):
+            return None
+        reason = _os_reason(error) or "unreachable"
+        return StorageError(
+            url, f"cannot connect to the DataNode at {found[1]}:{found[2]} ({reason})", HDFS_DATANODE_HINT
+        )
+    else:
+        return None
+    text = message[:200]
+    # The NameNode says "/a/file (is not a directory)" for a path under a file, as an AccessControlException
+    # (or ParentNotDirectoryException): not a matter of permissions.
+    under_a_file = re.search(r'([^\s"]+ \(is not a directory\))', text)
+    if under_a_file:
+        return StorageError(url, under_a_file[1], _LOCAL_ERRNOS[errno.ENOTDIR])
+    if (
+        isinstance(error, PermissionError)
+        or java_class.endswith(("AccessControlException", "AuthorizationException"))
+        or (type(error).__name__ == "HTTPError" and error.response.status_code in {401, 403})
+    ):
+        return StorageError(url, f"access refused ({text})", _access_hint(kind))
+    if any(trouble in f"{type(error).__name__} {error}" for trouble in _DATANODE_TROUBLE):
+        return StorageError(url, text, HDFS_DATANODE_HINT)
+    return StorageError(url, text, _reach_hint(kind))
+
+
+def _unescape(text: str) -> str:
+    return text.replace('\\"', '"').replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
+
+
+def _webhdfs_http_error(error: Any) -> tuple[str, str]:
+    """The NameNode's or DataNode's own message in a WebHDFS error answer (its RemoteException JSON)."""
+    response = error.response
+    try:
+        remote = response.json()["RemoteException"]
+        return str(remote["message"]).splitlines()[0], str(remote.get("javaClassName", ""))
+    except (ValueError, KeyError, TypeError, IndexError):
+        return f"HTTP {response.status_code} {response.reason} from {urlsplit(response.url).netloc}", ""
 
 
 def _one_line(error: BaseException, url: str) -> str:
@@ -194,7 +294,7 @@ def _reach_hint(kind: str) -> str:
     if kind == "webhdfs":
         return "check that the NameNode's WebHDFS address in the URL (host:port, 9870 by default) is up and reachable"
     if kind == "hdfs":
-        return "check the NameNode host:port in the URL, JAVA_HOME, HADOOP_HOME and CLASSPATH"
+        return "check that the NameNode's RPC address in the URL (host:port, 8020 by default) is up and reachable"
     return f"check the URL and that the {kind}:// service is reachable"
 
 
@@ -254,6 +354,25 @@ def set_s3_endpoint(endpoint: str | None) -> None:
         os.environ[S3_ENDPOINT_ENV] = endpoint
 
 
+def hadoop_user() -> str:
+    """Who HDFS clients act as without Kerberos: ``HADOOP_USER_NAME``, else the local user (as Hadoop's)."""
+    return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+
+
+def _hadoop_site_keys() -> set[str]:
+    """The property names set in the client's Hadoop configuration (``HADOOP_CONF_DIR``, else
+    ``HADOOP_HOME/etc/hadoop``: where hdfs-native reads it)."""
+    directory = os.environ.get("HADOOP_CONF_DIR")
+    if not directory and os.environ.get("HADOOP_HOME"):
+        directory = os.path.join(os.environ["HADOOP_HOME"], "etc", "hadoop")
+    keys: set[str] = set()
+    for name in ("core-site.xml", "hdfs-site.xml") if directory else ():
+        with contextlib.suppress(OSError, ElementTree.ParseError):
+            root = ElementTree.parse(os.path.join(directory, name)).getroot()
+            keys |= {(item.findtext("name") or "").strip() for item in root.iter("property")}
+    return keys
+
+
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for ``url`` and the path inside it; its methods raise :class:`StorageError`."""
     options: dict = {}
@@ -263,6 +382,11 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         options["config_kwargs"] = _s3_client_config()
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
+    if protocol == "hdfs":
+        configured = _hadoop_site_keys()
+        options.update({k: v for k, v in HDFS_CLIENT_DEFAULTS.items() if k not in configured})
+    if protocol == "webhdfs" and "@" not in urlsplit(url).netloc:
+        options["user"] = hadoop_user()
     with reporting(url):
         import fsspec
 
@@ -292,6 +416,18 @@ def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
     return any(p in _OBJECT_STORES for p in protocols)
 
 
+def url_of(url: str, path: str) -> str:
+    """The URL of ``path``, a path as the filesystem of ``url`` names it (``fs.ls``, ``fs.glob``), on the
+    same storage as ``url``: HDFS's paths (``/data/train``) leave out the NameNode's host:port, which is
+    taken from ``url``; an object store's (``bucket/key``) hold all but the scheme."""
+    if "://" not in url:
+        return path
+    kind = scheme(url)
+    if kind in _HOST_SCHEMES and path.startswith("/"):
+        return f"{url.split('://', 1)[0]}://{urlsplit(url).netloc}{path}"
+    return f"{url.split('://', 1)[0]}://{path}"
+
+
 def join(url: str, *parts: str) -> str:
     """Joins path parts onto a URL or local path with ``/``."""
     if is_local(url):
@@ -313,6 +449,12 @@ def read_bytes(url: str) -> bytes:
         with reporting(url):
             return local_path(url).read_bytes()
     fs, path = filesystem(url)
+    if scheme(url) == "webhdfs":
+        # fsspec's WebHDFS reads a file's length (GETFILESTATUS), then that many bytes (OPEN with a length):
+        # a file published in between came back cut to the old length (measured). One OPEN without a
+        # length returns the file the DataNode opened, whole.
+        with reporting(url):
+            return fs._call("OPEN", path=path).content
     return fs.cat_file(path)
 
 
@@ -329,13 +471,26 @@ def publish_bytes(url: str, data: bytes) -> None:
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     fs.pipe_file(temporary, data)
     try:
-        if fs.exists(path):
-            fs.rm_file(path)
-        fs.mv(temporary, path)
+        _rename_over(fs, temporary, path, url)
     except BaseException:
         with contextlib.suppress(OSError):
             fs.rm_file(temporary)
         raise
+
+
+def _rename_over(fs: fsspec.AbstractFileSystem, source: str, target: str, url: str) -> None:
+    """Renames ``source`` to ``target``, replacing it: atomically on HDFS (see the module docstring)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    if "hdfs" in protocols:
+        fs.mv(source, target, overwrite=True)  # hdfs-native: rename with Options.Rename.OVERWRITE
+        return
+    if "webhdfs" in protocols:
+        with reporting(url):  # fsspec's mv cannot overwrite, and drops WebHDFS's {"boolean": false}
+            fs._call("RENAME", method="put", path=source, destination=target, renameoptions="OVERWRITE")
+        return
+    if fs.exists(target):
+        fs.rm_file(target)
+    fs.mv(source, target)
 
 
 def upload_file(local: pathlib.Path, url: str) -> None:
@@ -350,9 +505,12 @@ def upload_file(local: pathlib.Path, url: str) -> None:
         return
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     fs.put_file(str(local), temporary)
-    if fs.exists(path):
-        fs.rm_file(path)
-    fs.mv(temporary, path)
+    try:
+        _rename_over(fs, temporary, path, url)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.rm_file(temporary)
+        raise
 
 
 def _copy_local(local: pathlib.Path, target: pathlib.Path) -> None:

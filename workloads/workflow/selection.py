@@ -72,8 +72,7 @@ def _trained_dirs(url: str) -> list[str]:
     if not fs.exists(path):
         raise WorkloadError(f"{url} does not exist")
     pattern = path.rstrip("/") + "/**/" + trained_model.METADATA_FILE
-    prefix = url.split("://", 1)[0] + "://" if "://" in url else ""
-    return sorted(prefix + match.rsplit("/", 1)[0] for match in fs.glob(pattern))
+    return sorted(storage.url_of(url, match.rsplit("/", 1)[0]) for match in fs.glob(pattern))
 
 
 def evaluate(model: Any, data: ShardSet) -> dict[str, Any]:

@@ -19,18 +19,12 @@ rm -rf "$work"
 resolve_verified_jars "$here/pom.xml" "$work" "$name.tgz"
 stage=$work/stage
 mkdir -p "$stage/$name"
-copy_jars "$work" "$stage/$name/libs"
+kafka_jar_dir() { echo libs; }
+place_jars "$work" "$stage/$name" kafka_jar_dir libs.sha1
 cp -R "$here/bin" "$here/config" "$stage/$name/"
 sed -e "s/@VERSION@/$version/g" -e "s/@SCALA@/$scala/g" "$here/README.release" >"$stage/$name/README"
 
 # The release must start its tools: every main class bin/ names is in a jar of libs/.
-for jar in "$stage/$name"/libs/*.jar; do unzip -Z1 "$jar"; done >"$work/classes.txt"
-while IFS= read -r class; do
-  grep -qxF "${class//.//}.class" "$work/classes.txt" ||
-    release_fail "$name.tgz: no jar in libs/ holds $class, which bin/ starts"
-done < <(grep -ohE '\b(org\.apache\.)?kafka(\.[a-z0-9_]+)*\.[A-Z][A-Za-z0-9_]*' "$here"/bin/*.sh | sort -u)
+check_main_classes "$stage/$name" '\b(org\.apache\.)?kafka(\.[a-z0-9_]+)*\.[A-Z][A-Za-z0-9_]*' "$here"/bin/*.sh
 
-pack_release "$stage" "$name" "$out"
-rm -rf "$work"
-rmdir "$out/.work" 2>/dev/null || true
-echo "built $out/$name.tgz ($(du -h "$out/$name.tgz" | cut -f 1)), SHA-512 $(cut -c 1-16 "$out/$name.tgz.sha512")..."
+finish_release "$stage" "$name" "$out" "$name.tgz" "$work"

@@ -3,8 +3,8 @@
 Each runs exactly as a user runs it (``python -m workloads <command>``, this checkout first on the
 child's ``PYTHONPATH``) through the launcher the demo and the workloads tests use
 (:mod:`workloads.serving.dev.process`): a multi-worker TensorFlow training job, the exporter,
-``serve-dev``, ``loadtest``, ``infer-worker`` and ``stream-ingest``. Kafka is librdkafka's mock cluster
-(real brokers speaking the wire protocol, inside this process), the only Kafka there is here.
+``serve-dev``, ``loadtest``, ``infer-worker`` and ``stream-ingest``. Kafka is a real node of the release
+`make releases` builds, with the kafka role's JMX exporter agent and rules (:class:`LocalKafka`).
 Nothing here stands in for a workload's metrics: Prometheus scrapes the processes themselves.
 """
 
@@ -25,7 +25,7 @@ from workloads.serving.dev.process import ChildCommand, LocalDevServer, start_de
 from workloads.serving.tfs_config import METRICS_PATH, MODEL_NAME
 from workloads.training import metrics as training_metrics
 
-QUIET_KAFKA = {"log_level": 3}  # librdkafka errors only: the mock cluster is chatty
+QUIET_KAFKA = {"log_level": 3}  # librdkafka errors only
 # Requests serve-dev must answer 400 INVALID_ARGUMENT (TF Serving's code for a malformed request).
 MALFORMED_BODIES = (
     b"{this is not json",
@@ -239,20 +239,33 @@ def send_malformed(rest_url: str, count: int) -> list[int]:
     return codes
 
 
-class MockKafka:
-    """librdkafka's mock cluster (``test.mock.num.brokers``): real brokers on 127.0.0.1 ports that other
-    confluent-kafka clients, in other processes too, connect to. It lives as long as this object."""
+class LocalKafka:
+    """A real Kafka node on loopback (KRaft, controller and broker in one JVM: tests/support/kafka_release.py)
+    from the release `make releases` builds, with the Prometheus JMX exporter agent that the kafka role runs by
+    default and the role's rules (rendered as the role renders them) on ``exporter_target``: the data
+    dashboard's Kafka panels read it as they read the brokers. The topics exist before it is returned; it
+    runs until :meth:`close`."""
 
-    def __init__(self, topics: Iterable[str], brokers: int = 3) -> None:
+    def __init__(self, topics: Iterable[str], workdir: pathlib.Path, exporter_port: int) -> None:
         from confluent_kafka import Producer
 
-        self._owner = Producer({"test.mock.num.brokers": brokers, "bootstrap.servers": "", **QUIET_KAFKA})
-        metadata = self._owner.list_topics(timeout=10)
-        self.bootstrap = ",".join(f"{b.host}:{b.port}" for b in metadata.brokers.values())
-        for name in topics:  # the mock brokers create a topic when its metadata is first asked for
-            topic = self._owner.list_topics(topic=name, timeout=10).topics[name]
-            if topic.error is not None or not topic.partitions:
-                raise WorkloadFailed(f"mock Kafka cannot create topic {name}: {topic.error}")
+        from tests.support.jmx_exporter import agent, rendered_configs, verified_jar
+        from tests.support.kafka_release import KafkaNode
+        from tests.support.releases import KAFKA
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "jmx-exporter.yml"
+        config.write_text(rendered_configs(workdir / "render", ("kafka",))["kafka"])
+        home = KAFKA.unpack(workdir / "release")
+        self.exporter_target = f"127.0.0.1:{exporter_port}"
+        self._node = KafkaNode(home, workdir / "node", jvm_opts=agent(verified_jar(), exporter_port, config))
+        try:
+            self._node.start()
+            self._node.create_topics(list(topics))
+        except BaseException:
+            self._node.stop()
+            raise
+        self.bootstrap = self._node.bootstrap
         self._producer = Producer(
             {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, **QUIET_KAFKA}
         )
@@ -268,9 +281,11 @@ class MockKafka:
         return count
 
     def close(self) -> None:
-        """Ends the cluster (its brokers belong to the first producer); stop its consumers first."""
-        self._producer.flush(10)
-        self._producer = self._owner = None
+        """Stops the node (a controlled shutdown); stop its consumers first."""
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+        self._node.stop()
 
 
 def start_kafka_service(

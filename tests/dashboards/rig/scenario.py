@@ -10,8 +10,9 @@ evaluates the generated rules (:mod:`tests.dashboards.rig.loopback`). The worklo
    ``mlstack-training`` scrape job as soon as it is known. Once Prometheus has seen both workers step
    and the chief checkpoint, the **training** observation is taken; the run then finishes.
 2. **Serving**: the trained model is exported while ``serve-dev`` (job ``tf-serving``) starts on the
-   empty model base path and loads it once the exporter promotes it, as TF Serving would. Meanwhile
-   librdkafka's mock Kafka cluster starts with ``infer-worker`` (requests -> serve-dev -> results,
+   empty model base path and loads it once the exporter promotes it, as TF Serving would. Meanwhile a
+   real Kafka node starts, with the kafka role's JMX exporter agent (job ``kafka-jmx``), and
+   ``infer-worker`` (requests -> serve-dev -> results,
    poison -> dead-letter topic) and ``stream-ingest`` (records -> shards, and rejects). A ``loadtest``
    of valid requests runs while requests and records are produced (and one malformed request is
    sent); once the services have consumed everything, the **serving healthy** observation. Then a
@@ -47,6 +48,7 @@ TRAINING_JOB = "mlstack-training"
 SERVING_JOB = "tf-serving"
 INFER_JOB = "mlstack-infer-worker"
 INGEST_JOB = "mlstack-stream-ingest"
+KAFKA_JMX_JOB = "kafka-jmx"
 TRAINING_WORKERS = 2
 KAFKA_TOPICS = (REQUESTS_TOPIC, RESULTS_TOPIC, DLQ_TOPIC, INGEST_TOPIC)
 # The scenario's phases (Scenario.phases), and its observations in the order they are taken.
@@ -61,6 +63,8 @@ DOCUMENTED_PREFIXES = {
     "infer-worker": "mlstack_infer_",
     "stream-ingest": "mlstack_ingest_",
 }
+# The source name of the Kafka node's JMX exporter in Stack.exported_here.
+KAFKA_JMX_SOURCE = "Kafka JMX exporter"
 
 
 class ScenarioError(RuntimeError):
@@ -182,6 +186,7 @@ def run(
         loopback.ScrapeJob(SERVING_JOB, metrics_path=METRICS_PATH),
         loopback.ScrapeJob(INFER_JOB),
         loopback.ScrapeJob(INGEST_JOB),
+        loopback.ScrapeJob(KAFKA_JMX_JOB),
     ]
     with contextlib.ExitStack() as services:
         started = time.time()
@@ -271,11 +276,11 @@ def _follow_training(scenario: Scenario, job: local_workloads.TrainingJob, probe
 
 @dataclasses.dataclass(frozen=True)
 class _Serving:
-    """The serving workloads, running: serve-dev, the mock Kafka cluster, infer-worker and stream-ingest
-    (each Kafka service with its metrics ``host:port``)."""
+    """The serving workloads, running: serve-dev, the Kafka node, infer-worker and stream-ingest (each Kafka
+    service with its metrics ``host:port``)."""
 
     server: LocalDevServer
-    kafka: local_workloads.MockKafka
+    kafka: local_workloads.LocalKafka
     infer: ChildCommand
     infer_target: str
     ingest: ChildCommand
@@ -294,7 +299,7 @@ def _serve(
     settings, prometheus = scenario.settings, scenario.stack.prometheus
     progress(
         "exporting the trained model while serve-dev waits for it, "
-        "and infer-worker and stream-ingest start on a mock Kafka cluster"
+        "and infer-worker and stream-ingest start on a real Kafka node with the JMX exporter agent"
     )
     serving = _start_serving(scenario, services, model_dir, workdir)
     progress(f"{settings.load_seconds:g} s of load test while Kafka requests and records are produced")
@@ -322,7 +327,7 @@ def _start_serving(
     services.callback(export.kill)  # a no-op once it has finished
     server = local_workloads.serve(models / MODEL_NAME, workdir)
     services.callback(server.terminate)
-    kafka = local_workloads.MockKafka(KAFKA_TOPICS)
+    kafka = local_workloads.LocalKafka(KAFKA_TOPICS, workdir / "kafka", loopback.free_port())
     services.callback(kafka.close)
     infer, infer_target = local_workloads.start_kafka_service(
         "infer-worker",
@@ -342,9 +347,15 @@ def _start_serving(
     scenario.served_version = local_workloads.wait_until_available(server)
     server_target = f"127.0.0.1:{server.rest_port}"
     prometheus = scenario.stack.prometheus
-    for job, target in ((SERVING_JOB, server_target), (INFER_JOB, infer_target), (INGEST_JOB, ingest_target)):
+    targets = {
+        SERVING_JOB: server_target,
+        INFER_JOB: infer_target,
+        INGEST_JOB: ingest_target,
+        KAFKA_JMX_JOB: kafka.exporter_target,
+    }
+    for job, target in targets.items():
         prometheus.set_targets(job, [target])
-    prometheus.wait_for_targets([server_target, infer_target, ingest_target])
+    prometheus.wait_for_targets(list(targets.values()))
     return _Serving(server, kafka, infer, infer_target, ingest, ingest_target)
 
 
@@ -410,6 +421,7 @@ def _wait_until_consumed(scenario: Scenario, serving: _Serving) -> None:
         ("serve-dev", f"{serving.server.rest_url}{METRICS_PATH}"),
         ("infer-worker", f"http://{serving.infer_target}/metrics"),
         ("stream-ingest", f"http://{serving.ingest_target}/metrics"),
+        (KAFKA_JMX_SOURCE, f"http://{serving.kafka.exporter_target}/metrics"),
     ):
         scenario.stack.exported_here[source] = catalog.scrape_names(url)
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import kafka_release
 from tests.support.kafka_release import KafkaNode
+from tests.support.releases import KAFKA, required
 from tests.workloads.streaming.kafka import StreamKafka
 
 
@@ -20,10 +20,7 @@ def kafka_node(tmp_path_factory) -> Iterator[KafkaNode]:
     The tarball is made (its make target) when it is missing or older than its sources; if that fails,
     every test that needs Kafka fails with one line naming `make releases` (never a silent skip).
     """
-    try:
-        home = kafka_release.unpack(tmp_path_factory.mktemp("kafka-release"))
-    except kafka_release.ReleaseMissing as missing:
-        pytest.fail(str(missing), pytrace=False)
+    home = required(KAFKA, tmp_path_factory.mktemp("kafka-release"))
     with KafkaNode.running(home, tmp_path_factory.mktemp("kafka-node")) as node:
         yield node
 
