@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import re
 import subprocess
 
 from tests.ansible.support import ANSIBLE_DIR, VENV_BIN, molecule, molecule_environment
@@ -116,7 +117,54 @@ def role_table(runs: dict[str, tuple[Run, Run]]) -> list[str]:
     return lines
 
 
+# A tier row of an earlier section: name, converge wall s, re-run wall s, converge CPU s, re-run CPU s.
+_TIER_ROW = re.compile(
+    r"^\| `playbooks/(?P<tier>\w+)\.yml` \| \d+ \| (?P<cw>[\d.]+) \| (?P<rw>[\d.]+) \| [^|]+ "
+    r"\| (?P<cc>[\d.]+) \| (?P<rc>[\d.]+) \|",
+    re.M,
+)
+
+
+def recorded(section: str) -> tuple[str, dict[str, tuple[float, float, float, float]]]:
+    """The date and tier rows of the section an earlier run wrote (empty when there is none)."""
+    date = re.search(r"Date: (\d{4}-\d{2}-\d{2})", section)
+    rows = {
+        m["tier"]: (float(m["cw"]), float(m["rw"]), float(m["cc"]), float(m["rc"]))
+        for m in _TIER_ROW.finditer(section)
+    }
+    return (date[1] if date else "unknown date"), rows
+
+
+def comparison_table(runs: dict[str, tuple[Run, Run]], section: str) -> list[str]:
+    """This run next to the last recorded one (from ``section``, the page's current text of this benchmark)."""
+    date, before = recorded(section)
+    if not before:
+        return []
+    lines = [
+        f"Against the last recorded run ({date}), wall and CPU seconds, now / then:",
+        "",
+        "| tier | converge wall s | re-run wall s | converge CPU s | re-run CPU s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for tier, (converge, rerun) in runs.items():
+        if tier in before:
+            now = (converge.wall_s, rerun.wall_s, converge.cpu_s, rerun.cpu_s)
+            cells = " | ".join(
+                f"{a:.1f} / {b:.1f} ({ratio(a, b)})" for a, b in zip(now, before[tier], strict=True)
+            )
+            lines.append(f"| `playbooks/{tier}.yml` | {cells} |")
+    return [*lines, ""]
+
+
+def last_recorded_section() -> str:
+    from tests.bench.run import PAGE, SECTION
+
+    found = {m["name"]: m["body"] for m in SECTION.finditer(PAGE.read_text())} if PAGE.exists() else {}
+    return found.get("ansible_data", "")
+
+
 def run(workdir: pathlib.Path) -> str:
+    previous = last_recorded_section()
     load_before = os.getloadavg()
     runs = run_tiers(SCENARIO, TIERS, workdir)
     load_after = os.getloadavg()
@@ -135,6 +183,7 @@ def run(workdir: pathlib.Path) -> str:
         "",
         *tier_table(runs, HOSTS),
         "",
+        *comparison_table(runs, previous),
         "Per role inside each tier (profile_roles totals; java_runtime, release_artifact and firewalld_service are",
         "included by both tiers):",
         "",

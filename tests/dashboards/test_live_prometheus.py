@@ -4,20 +4,22 @@ The live scenario (tests/dashboards/rig/scenario.py) runs once for this module u
 node_exporter (Debian packages) on loopback, scraping every second: a short TensorFlow
 MultiWorkerMirroredStrategy training run of two worker processes, then serve-dev serving the model
 that run trained under a load test and malformed requests, with infer-worker and stream-ingest on a real
-Kafka node (the release of `make releases`) that runs the kafka role's JMX exporter agent and rules, so the
-data dashboard's broker panels read it. Every dashboard query whose metrics exist here must return data,
-every metric docs/interfaces.md promises must be served by the workload that promises it, and the
-alerts that this data can exercise must behave.
+Kafka node, stream-ingest writing its shards to a real HDFS (a NameNode and a DataNode; the releases of
+`make releases`); the Kafka node and the NameNode run their roles' JMX exporter agent and rules, so the
+data dashboard's Kafka and HDFS panels read them; at the end the DataNode is killed. Every dashboard query
+whose metrics exist here must return data, every metric docs/interfaces.md promises must be served by the
+workload that promises it, and the alerts that this data can exercise must behave.
 """
 
 import dataclasses
+import shutil
 
 import pytest
 
 from dashboards import catalog, contract
 from dashboards.boards import training as training_board
 from dashboards.params import THRESHOLDS
-from dashboards.rules import serving, training
+from dashboards.rules import data, serving, training
 from tests.dashboards.rig import live, loopback, scenario, snapshot
 from workloads.serving.tfs_config import MODEL_NAME as MODEL
 
@@ -49,8 +51,15 @@ PROBES = {
         "p99 over a budget of 0 s": alert_expr(
             serving.group, "ServingLatencyP99OverBudget", serving_p99_latency_budget_seconds=0
         ),
+        "HDFS free ratio": data.HDFS_FREE_RECORDED,
+        "HDFS capacity low under a limit of 1": alert_expr(data.group, "HdfsCapacityLow", hdfs_free_ratio=1),
+        "HDFS missing blocks": "hdfs_namenode_missing_blocks",
     },
     scenario.SERVING_ERRORS: {"error ratio": f'{serving.ERROR_RATIO}{{model_name="{MODEL}"}}'},
+    scenario.DATANODE_LOST: {
+        "live DataNodes": "hdfs_namenode_live_datanodes",
+        "dead DataNodes": "hdfs_namenode_dead_datanodes",
+    },
 }
 
 
@@ -100,6 +109,47 @@ def test_the_kafka_panels_and_alert_read_the_real_nodes_jmx_exporter(run):
     assert results, "no dashboard query reads the Kafka JMX exporter's names"
     assert [r.describe() for r in results if r.status != "data"] == []
     assert live.alert_states(run["groups"])["KafkaUnderReplicatedPartitions"] == []
+
+
+def test_the_hdfs_panels_read_the_real_namenodes_jmx_exporter(run):
+    """Every query that reads a name of dashboards/exporters/hdfs-jmx.txt is checked live and returns data
+    (over the serving phase, while stream-ingest writes its shards to HDFS)."""
+    names = catalog.exporter_lists()["hdfs-jmx"]
+    assert names <= run["stack"].exported_here[scenario.HDFS_JMX_SOURCE]
+    results = [r for r in all_results(run) if contract.metric_names(r.expression) & names]
+    assert results, "no dashboard query reads the HDFS JMX exporter's names"
+    assert [r.describe() for r in results if r.status != "data"] == []
+
+
+def test_hdfs_capacity_low_reads_the_datanodes_disk_and_fires_only_under_its_limit(run, tmp_path):
+    """The DataNode's disk is this machine's: the free ratio is the one the file system reports (HDFS
+    counts the space a user may use, as ``shutil.disk_usage`` does), so HdfsCapacityLow is pending exactly
+    when this disk is fuller than the limit, for the NameNode's instance, and its expression selects that
+    instance under a limit of 1 whatever the disk."""
+    healthy = run["scenario"].observations[scenario.SERVING_HEALTHY]
+    labels, ratio = single_value(healthy, "HDFS free ratio")
+    disk = shutil.disk_usage(tmp_path)
+    assert abs(ratio - disk.free / disk.total) < 0.02, (ratio, disk)
+    instance = labels["instance"]
+    assert labels == {"instance": instance, "job": scenario.HDFS_JMX_JOB}
+    selected, value = single_value(healthy, "HDFS capacity low under a limit of 1")
+    assert selected == labels and abs(value - ratio) < 0.001
+    expected = [(instance, "pending")] if ratio < THRESHOLDS.hdfs_free_ratio else []
+    assert [(alert["instance"], state) for alert, state in healthy.alerts("HdfsCapacityLow")] == expected
+
+
+def test_hdfs_missing_blocks_is_quiet_until_the_only_datanode_is_killed_then_pending(run):
+    healthy = run["scenario"].observations[scenario.SERVING_HEALTHY]
+    labels, missing = single_value(healthy, "HDFS missing blocks")
+    assert missing == 0
+    assert healthy.alerts("HdfsMissingBlocks") == []
+
+    lost = run["scenario"].observations[scenario.DATANODE_LOST]
+    assert single_value(lost, "live DataNodes") == (labels, 0)
+    assert single_value(lost, "dead DataNodes") == (labels, 1)
+    assert [
+        (alert["instance"], alert["severity"], state) for alert, state in lost.alerts("HdfsMissingBlocks")
+    ] == [(labels["instance"], "critical", "pending")]
 
 
 def test_every_workload_query_is_checked_live_not_skipped(run):

@@ -180,6 +180,12 @@ class HdfsCluster:
         )
 
     def start(self, timeout_s: float = 120) -> None:
+        self.launch(timeout_s)
+        self.wait_until_ready(timeout_s)
+
+    def launch(self, timeout_s: float = 120) -> None:
+        """Formats the NameNode (the first time) and starts every daemon, without waiting for them: call
+        :meth:`wait_until_ready` before using the cluster (:meth:`start` does both)."""
         if not (self.workdir / "name" / "current" / "VERSION").exists():
             formatted = self.hdfs("namenode", "-format", "-nonInteractive", timeout_s=timeout_s)
             if formatted.returncode != 0:
@@ -189,7 +195,6 @@ class HdfsCluster:
         self.namenode.start()
         for datanode in self.datanodes:
             datanode.start()
-        self.wait_until_ready(timeout_s)
 
     def restart_namenode(self, timeout_s: float = 120) -> None:
         """Stops the NameNode (SIGTERM) and starts it again on the same metadata and ports."""

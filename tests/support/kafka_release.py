@@ -71,6 +71,10 @@ class KafkaNode:
         self.cluster_id = new_cluster_id()
         self.voters = f"{node_id}@127.0.0.1:{self.controller_port}"
         self.settings = dict(NODE_SETTINGS)
+        # For a node with the role's security settings: librdkafka settings of its own clients (security
+        # protocol, SCRAM user, CA) and more kafka-storage.sh format arguments (--add-scram ...).
+        self.client_config: dict[str, str] = {}
+        self.format_args: list[str] = []
         self.config = workdir / "server.properties"
         self.log_dir = workdir / "logs"
         self.process: subprocess.Popen | None = None
@@ -82,7 +86,7 @@ class KafkaNode:
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, **QUIET})
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, **QUIET, **self.client_config})
         return self._admin
 
     @classmethod
@@ -137,6 +141,7 @@ class KafkaNode:
                 "--cluster-id",
                 self.cluster_id,
                 "--ignore-formatted",
+                *self.format_args,
             ],
             env={**self._env(), "KAFKA_HEAP_OPTS": "-Xmx128m"},
             capture_output=True,

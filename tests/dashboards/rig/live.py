@@ -2,12 +2,13 @@
 
 Given a Prometheus that scrapes whatever runs here (node_exporter, itself, and the workloads of
 :mod:`tests.dashboards.rig.scenario`: the training workers, the development server, the Kafka services,
-the Kafka node's JMX exporter) and evaluates the generated rules, this module sorts every dashboard query:
+the JMX exporters of the Kafka node and the HDFS NameNode) and evaluates the generated rules, this module
+sorts every dashboard query:
 
 - **data**: all its metrics exist in this Prometheus, and ``query_range`` returned samples;
 - **no data**: all its metrics exist here, yet the query matched nothing (a wrong label, job or
   unit): a failure;
-- **not here**: it reads a metric nothing here exports (DCGM, kube-state-metrics, kafka_exporter, HDFS, or a
+- **not here**: it reads a metric nothing here exports (DCGM, kube-state-metrics, kafka_exporter, or a
   workload that was not run); such names are checked against the committed lists instead, and a
   name that a source running here *should* export is a failure.
 

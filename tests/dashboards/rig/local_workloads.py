@@ -3,9 +3,10 @@
 Each runs exactly as a user runs it (``python -m workloads <command>``, this checkout first on the
 child's ``PYTHONPATH``) through the launcher the demo and the workloads tests use
 (:mod:`workloads.serving.dev.process`): a multi-worker TensorFlow training job, the exporter,
-``serve-dev``, ``loadtest``, ``infer-worker`` and ``stream-ingest``. Kafka is a real node of the release
-`make releases` builds, with the kafka role's JMX exporter agent and rules (:class:`LocalKafka`).
-Nothing here stands in for a workload's metrics: Prometheus scrapes the processes themselves.
+``serve-dev``, ``loadtest``, ``infer-worker`` and ``stream-ingest``. Kafka is a real node, and HDFS a
+real NameNode and DataNode, of the releases `make releases` builds, each with its role's JMX exporter agent
+and rules (:class:`LocalKafka`, :class:`LocalHdfs`). Nothing here stands in for a workload's or a daemon's
+metrics: Prometheus scrapes the processes themselves.
 """
 
 from __future__ import annotations
@@ -239,23 +240,32 @@ def send_malformed(rest_url: str, count: int) -> list[int]:
     return codes
 
 
+def jmx_exporter_configs(directory: pathlib.Path) -> dict[str, str]:
+    """``{"kafka": ..., "hdfs": ...}``: each role's jmx-exporter.yml as the role renders it (one playbook run)."""
+    from tests.support.jmx_exporter import rendered_configs
+
+    return rendered_configs(directory, ("kafka", "hdfs"))
+
+
 class LocalKafka:
     """A real Kafka node on loopback (KRaft, controller and broker in one JVM: tests/support/kafka_release.py)
     from the release `make releases` builds, with the Prometheus JMX exporter agent that the kafka role runs by
-    default and the role's rules (rendered as the role renders them) on ``exporter_target``: the data
-    dashboard's Kafka panels read it as they read the brokers. The topics exist before it is returned; it
-    runs until :meth:`close`."""
+    default and the role's rules (``exporter_config``, as :func:`jmx_exporter_configs` renders them) on
+    ``exporter_target``: the data dashboard's Kafka panels read it as they read the brokers. The topics exist
+    before it is returned; it runs until :meth:`close`."""
 
-    def __init__(self, topics: Iterable[str], workdir: pathlib.Path, exporter_port: int) -> None:
+    def __init__(
+        self, topics: Iterable[str], workdir: pathlib.Path, exporter_port: int, exporter_config: str
+    ) -> None:
         from confluent_kafka import Producer
 
-        from tests.support.jmx_exporter import agent, rendered_configs, verified_jar
+        from tests.support.jmx_exporter import agent, verified_jar
         from tests.support.kafka_release import KafkaNode
         from tests.support.releases import KAFKA
 
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "jmx-exporter.yml"
-        config.write_text(rendered_configs(workdir / "render", ("kafka",))["kafka"])
+        config.write_text(exporter_config)
         home = KAFKA.unpack(workdir / "release")
         self.exporter_target = f"127.0.0.1:{exporter_port}"
         self._node = KafkaNode(home, workdir / "node", jvm_opts=agent(verified_jar(), exporter_port, config))
@@ -286,6 +296,49 @@ class LocalKafka:
             self._producer.flush(10)
             self._producer = None
         self._node.stop()
+
+
+class LocalHdfs:
+    """A real HDFS on loopback (one NameNode and one DataNode, each its own small JVM:
+    tests/support/hadoop_release.py) from the release `make releases` builds, the NameNode with the
+    Prometheus JMX exporter agent that the hdfs role runs by default and the role's rules (``exporter_config``,
+    as :func:`jmx_exporter_configs` renders them) on ``exporter_target``: the data dashboard's HDFS panels read
+    it as they read the NameNode. The DataNodes run no agent, as in the role. Formatted and launched when
+    constructed, without waiting: :meth:`wait_until_ready` before using :attr:`url`; it runs until
+    :meth:`close`."""
+
+    def __init__(self, workdir: pathlib.Path, exporter_port: int, exporter_config: str) -> None:
+        from tests.support.hadoop_release import HdfsCluster
+        from tests.support.jmx_exporter import agent, verified_jar
+        from tests.support.releases import HADOOP
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "jmx-exporter.yml"
+        config.write_text(exporter_config)
+        home = HADOOP.unpack(workdir / "release")
+        self.exporter_target = f"127.0.0.1:{exporter_port}"
+        self._cluster = HdfsCluster(
+            home, workdir / "cluster", namenode_jvm_opts=agent(verified_jar(), exporter_port, config)
+        )
+        self.url = self._cluster.url
+        try:
+            self._cluster.launch()
+        except BaseException:
+            self._cluster.stop()
+            raise
+
+    def wait_until_ready(self, timeout_s: float = 180) -> None:
+        """Until the NameNode is out of safe mode with its DataNode live."""
+        self._cluster.wait_until_ready(timeout_s)
+
+    def kill_datanode(self) -> None:
+        """SIGKILLs the DataNode, as a power cut would: once the NameNode declares it dead, every block
+        (one replica each) is missing."""
+        self._cluster.datanodes[0].kill()
+
+    def close(self) -> None:
+        """Stops the DataNode, then the NameNode (SIGTERM); stop its clients first."""
+        self._cluster.stop()
 
 
 def start_kafka_service(

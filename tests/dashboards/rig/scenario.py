@@ -2,7 +2,7 @@
 
 node_exporter and Prometheus (Debian packages) run on loopback; Prometheus scrapes every second and
 evaluates the generated rules (:mod:`tests.dashboards.rig.loopback`). The workloads run as a user runs them
-(:mod:`tests.dashboards.rig.local_workloads`), in two phases:
+(:mod:`tests.dashboards.rig.local_workloads`), in two phases and a fault:
 
 1. **Training**: ``train --local-workers 2`` on synthetic shards, two TensorFlow
    MultiWorkerMirroredStrategy worker processes that checkpoint every few steps, launched while
@@ -11,13 +11,16 @@ evaluates the generated rules (:mod:`tests.dashboards.rig.loopback`). The worklo
    and the chief checkpoint, the **training** observation is taken; the run then finishes.
 2. **Serving**: the trained model is exported while ``serve-dev`` (job ``tf-serving``) starts on the
    empty model base path and loads it once the exporter promotes it, as TF Serving would. Meanwhile a
-   real Kafka node starts, with the kafka role's JMX exporter agent (job ``kafka-jmx``), and
-   ``infer-worker`` (requests -> serve-dev -> results,
-   poison -> dead-letter topic) and ``stream-ingest`` (records -> shards, and rejects). A ``loadtest``
-   of valid requests runs while requests and records are produced (and one malformed request is
-   sent); once the services have consumed everything, the **serving healthy** observation. Then a
-   burst of malformed requests (far over ServingErrorRateHigh's ratio) and the **serving errors**
-   observation.
+   real HDFS (a NameNode and a DataNode) starts with the hdfs role's JMX exporter agent in the NameNode
+   (job ``hdfs-jmx``), and a real Kafka node with the kafka role's (job ``kafka-jmx``), then
+   ``infer-worker`` (requests -> serve-dev -> results, poison -> dead-letter topic) and ``stream-ingest``
+   (records -> shards on HDFS under ``/mlstack/datasets/``, and rejects). A ``loadtest`` of valid
+   requests runs while requests and records are produced (and one malformed request is sent); once the
+   services have consumed everything, the **serving healthy** observation. Then a burst of malformed
+   requests (far over ServingErrorRateHigh's ratio) and the **serving errors** observation.
+3. **DataNode lost**, after the serving phase: ``stream-ingest`` stops and the only DataNode is SIGKILLed;
+   once the NameNode has declared it dead and Prometheus sees the blocks it held missing, the
+   **DataNode lost** observation.
 
 An :class:`Observation` is Prometheus's rule groups (so the alerts' states) at that moment and the
 results of the caller's probe queries. :attr:`Stack.exported_here` collects the names each source
@@ -49,6 +52,7 @@ SERVING_JOB = "tf-serving"
 INFER_JOB = "mlstack-infer-worker"
 INGEST_JOB = "mlstack-stream-ingest"
 KAFKA_JMX_JOB = "kafka-jmx"
+HDFS_JMX_JOB = "hdfs-jmx"
 TRAINING_WORKERS = 2
 KAFKA_TOPICS = (REQUESTS_TOPIC, RESULTS_TOPIC, DLQ_TOPIC, INGEST_TOPIC)
 # The scenario's phases (Scenario.phases), and its observations in the order they are taken.
@@ -56,6 +60,7 @@ TRAINING = "training"
 SERVING = "serving"
 SERVING_HEALTHY = "serving healthy"
 SERVING_ERRORS = "serving errors"
+DATANODE_LOST = "DataNode lost"
 # The metric names of docs/interfaces.md each workload source must serve, by prefix.
 DOCUMENTED_PREFIXES = {
     "training worker": "mlstack_train_",
@@ -63,8 +68,11 @@ DOCUMENTED_PREFIXES = {
     "infer-worker": "mlstack_infer_",
     "stream-ingest": "mlstack_ingest_",
 }
-# The source name of the Kafka node's JMX exporter in Stack.exported_here.
+# The source names of the Kafka node's and the NameNode's JMX exporters in Stack.exported_here.
 KAFKA_JMX_SOURCE = "Kafka JMX exporter"
+HDFS_JMX_SOURCE = "HDFS JMX exporter"
+# Where stream-ingest writes its shards, on the scenario's HDFS (docs/interfaces.md, "HDFS paths").
+INGEST_PATH = "/mlstack/datasets/live-stream/shards"
 
 
 class ScenarioError(RuntimeError):
@@ -176,8 +184,9 @@ def run(
 ) -> Iterator[Scenario]:
     """Runs the scenario; yields it with Prometheus still up (and the serving workloads still running).
 
-    ``probes`` maps an observation (:data:`TRAINING`, :data:`SERVING_HEALTHY`, :data:`SERVING_ERRORS`)
-    to ``{name: PromQL}`` queries evaluated at that moment, into :attr:`Observation.values`.
+    ``probes`` maps an observation (:data:`TRAINING`, :data:`SERVING_HEALTHY`, :data:`SERVING_ERRORS`,
+    :data:`DATANODE_LOST`) to ``{name: PromQL}`` queries evaluated at that moment, into
+    :attr:`Observation.values`.
     ``progress`` receives a line as each phase starts.
     """
     probes = probes or {}
@@ -187,6 +196,7 @@ def run(
         loopback.ScrapeJob(INFER_JOB),
         loopback.ScrapeJob(INGEST_JOB),
         loopback.ScrapeJob(KAFKA_JMX_JOB),
+        loopback.ScrapeJob(HDFS_JMX_JOB),
     ]
     with contextlib.ExitStack() as services:
         started = time.time()
@@ -200,9 +210,13 @@ def run(
         )
         _follow_training(scenario, job, probes.get(TRAINING, {}))
         scenario.phases[TRAINING] = (started, time.time())
-        traffic_started = _serve(scenario, services, job.output, workdir / "serving", probes, progress)
+        traffic_started, serving = _serve(
+            scenario, services, job.output, workdir / "serving", probes, progress
+        )
         scenario.ended = time.time()
         scenario.phases[SERVING] = (traffic_started, scenario.ended)
+        progress("stream-ingest stops and the only DataNode is killed")
+        _lose_datanode(scenario, serving, probes.get(DATANODE_LOST, {}))
         yield scenario
 
 
@@ -276,10 +290,11 @@ def _follow_training(scenario: Scenario, job: local_workloads.TrainingJob, probe
 
 @dataclasses.dataclass(frozen=True)
 class _Serving:
-    """The serving workloads, running: serve-dev, the Kafka node, infer-worker and stream-ingest (each Kafka
-    service with its metrics ``host:port``)."""
+    """The serving workloads, running: serve-dev, HDFS, the Kafka node, infer-worker and stream-ingest (each
+    Kafka service with its metrics ``host:port``)."""
 
     server: LocalDevServer
+    hdfs: local_workloads.LocalHdfs
     kafka: local_workloads.LocalKafka
     infer: ChildCommand
     infer_target: str
@@ -294,12 +309,13 @@ def _serve(
     workdir: pathlib.Path,
     probes: Mapping[str, Mapping[str, str]],
     progress: Callable[[str], None],
-) -> float:
-    """Exports and serves the model, runs the serving traffic; returns when the traffic started."""
+) -> tuple[float, _Serving]:
+    """Exports and serves the model, runs the serving traffic; returns when the traffic started, and the
+    serving workloads (still running)."""
     settings, prometheus = scenario.settings, scenario.stack.prometheus
     progress(
-        "exporting the trained model while serve-dev waits for it, "
-        "and infer-worker and stream-ingest start on a real Kafka node with the JMX exporter agent"
+        "exporting the trained model while serve-dev waits for it; a real HDFS and a real Kafka node start "
+        "with the JMX exporter agent, then infer-worker and stream-ingest (its shards on HDFS)"
     )
     serving = _start_serving(scenario, services, model_dir, workdir)
     progress(f"{settings.load_seconds:g} s of load test while Kafka requests and records are produced")
@@ -314,7 +330,7 @@ def _serve(
     scenario.malformed_codes += local_workloads.send_malformed(serving.server.rest_url, burst)
     _wait_for_scrape_after(prometheus, SERVING_JOB, time.time())
     scenario.observations[SERVING_ERRORS] = _observe(prometheus, probes.get(SERVING_ERRORS, {}))
-    return traffic_started
+    return traffic_started, serving
 
 
 def _start_serving(
@@ -327,8 +343,15 @@ def _start_serving(
     services.callback(export.kill)  # a no-op once it has finished
     server = local_workloads.serve(models / MODEL_NAME, workdir)
     services.callback(server.terminate)
-    kafka = local_workloads.LocalKafka(KAFKA_TOPICS, workdir / "kafka", loopback.free_port())
+    exporter_configs = local_workloads.jmx_exporter_configs(workdir / "jmx-exporter")
+    # Launched first, ready by the time the Kafka node is (their JVMs start side by side).
+    hdfs = local_workloads.LocalHdfs(workdir / "hdfs", loopback.free_port(), exporter_configs["hdfs"])
+    services.callback(hdfs.close)
+    kafka = local_workloads.LocalKafka(
+        KAFKA_TOPICS, workdir / "kafka", loopback.free_port(), exporter_configs["kafka"]
+    )
     services.callback(kafka.close)
+    hdfs.wait_until_ready()
     infer, infer_target = local_workloads.start_kafka_service(
         "infer-worker",
         kafka.bootstrap,
@@ -340,7 +363,7 @@ def _start_serving(
         "stream-ingest",
         kafka.bootstrap,
         workdir,
-        ["--output", str(workdir / "shards"), "--shard-size", "100", "--flush-interval-seconds", "1"],
+        ["--output", f"{hdfs.url}{INGEST_PATH}", "--shard-size", "100", "--flush-interval-seconds", "1"],
     )
     services.callback(ingest.terminate)
     local_workloads.finish(export, timeout_s=300)
@@ -352,11 +375,12 @@ def _start_serving(
         INFER_JOB: infer_target,
         INGEST_JOB: ingest_target,
         KAFKA_JMX_JOB: kafka.exporter_target,
+        HDFS_JMX_JOB: hdfs.exporter_target,
     }
     for job, target in targets.items():
         prometheus.set_targets(job, [target])
     prometheus.wait_for_targets(list(targets.values()))
-    return _Serving(server, kafka, infer, infer_target, ingest, ingest_target)
+    return _Serving(server, hdfs, kafka, infer, infer_target, ingest, ingest_target)
 
 
 def _load(scenario: Scenario, serving: _Serving, workdir: pathlib.Path) -> None:
@@ -422,8 +446,24 @@ def _wait_until_consumed(scenario: Scenario, serving: _Serving) -> None:
         ("infer-worker", f"http://{serving.infer_target}/metrics"),
         ("stream-ingest", f"http://{serving.ingest_target}/metrics"),
         (KAFKA_JMX_SOURCE, f"http://{serving.kafka.exporter_target}/metrics"),
+        (HDFS_JMX_SOURCE, f"http://{serving.hdfs.exporter_target}/metrics"),
     ):
         scenario.stack.exported_here[source] = catalog.scrape_names(url)
+
+
+def _lose_datanode(scenario: Scenario, serving: _Serving, probes: Mapping[str, str]) -> None:
+    """Stops stream-ingest (HDFS's only writer), SIGKILLs the only DataNode and observes once Prometheus
+    sees the NameNode report the blocks it held missing: 2 heartbeat rechecks and 10 heartbeats after the
+    kill (20 s with HdfsCluster's settings), the NameNode declares it dead."""
+    serving.ingest.terminate()
+    serving.hdfs.kill_datanode()
+    _wait_for(
+        scenario.stack.prometheus,
+        "max(hdfs_namenode_missing_blocks) > 0",
+        "the NameNode declaring the killed DataNode's blocks missing",
+        timeout_s=120,
+    )
+    scenario.observations[DATANODE_LOST] = _observe(scenario.stack.prometheus, probes)
 
 
 def _recording(function: Callable[[], None], failures: list[BaseException]) -> Callable[[], None]:

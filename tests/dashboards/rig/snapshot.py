@@ -3,7 +3,8 @@
 Runs the live scenario (:mod:`tests.dashboards.rig.scenario`): a real Prometheus and node_exporter on loopback
 (Debian packages) scraping a short real TensorFlow multi-worker training run, then ``serve-dev``
 serving the model it trained under a load test, with ``infer-worker`` and ``stream-ingest`` on a real
-Kafka node that runs the kafka role's JMX exporter agent. Then it runs every dashboard query over that time (``$__rate_interval``
+Kafka node and ``stream-ingest``'s shards on a real HDFS, the Kafka node and the NameNode running their
+roles' JMX exporter agents. Then it runs every dashboard query over that time (``$__rate_interval``
 filled in as Grafana would, variables as "any value"), reports which returned data, and draws each
 dashboard's time series panels that have data into ``<output>/dashboard-<uid>.png``, each over the
 phase its workloads ran in (the nodes over the whole run). The integration test
