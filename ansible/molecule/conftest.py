@@ -29,6 +29,12 @@ def inventory_host(name: str):
     return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
+def checked(result) -> str:
+    """The output of a command testinfra ran, which must have succeeded (else its command and stderr)."""
+    assert result.rc == 0, f"{result.command}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
 def role_defaults(role: str) -> dict:
     return yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text()) or {}
 

@@ -39,7 +39,7 @@ import pathlib
 import posixpath
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
@@ -468,8 +468,15 @@ def publish_bytes(url: str, data: bytes) -> None:
     if is_object_store(fs):
         fs.pipe_file(path, data)
         return
+    _through_temporary(fs, path, url, lambda temporary: fs.pipe_file(temporary, data))
+
+
+def _through_temporary(
+    fs: fsspec.AbstractFileSystem, path: str, url: str, write: Callable[[str], object]
+) -> None:
+    """``write(temporary)`` beside ``path``, then the temporary renamed over ``path``; removed on failure."""
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    fs.pipe_file(temporary, data)
+    write(temporary)
     try:
         _rename_over(fs, temporary, path, url)
     except BaseException:
@@ -503,14 +510,7 @@ def upload_file(local: pathlib.Path, url: str) -> None:
     if is_object_store(fs):
         fs.put_file(str(local), path)
         return
-    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    fs.put_file(str(local), temporary)
-    try:
-        _rename_over(fs, temporary, path, url)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            fs.rm_file(temporary)
-        raise
+    _through_temporary(fs, path, url, lambda temporary: fs.put_file(str(local), temporary))
 
 
 def _copy_local(local: pathlib.Path, target: pathlib.Path) -> None:

@@ -9,7 +9,7 @@ import json
 import shlex
 
 import pytest
-from conftest import inventory_host, inventory_hosts, role_defaults
+from conftest import checked, inventory_host, inventory_hosts, role_defaults
 
 NAMENODES = inventory_hosts("hdfs_namenodes")
 DATANODES = inventory_hosts("hdfs_datanodes")
@@ -39,11 +39,6 @@ def hdfs(node, *args: str, stdin: str | None = None):
     if stdin is not None:
         command = f"printf %s {shlex.quote(stdin)} | {command}"
     return node.run(command)
-
-
-def checked(result) -> str:
-    assert result.rc == 0, f"{result.command}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
 def http_get(host, url: str) -> str:

@@ -11,7 +11,7 @@ import shlex
 import uuid
 
 import pytest
-from conftest import inventory_host, inventory_hosts, probe_ports, role_defaults
+from conftest import checked, inventory_host, inventory_hosts, probe_ports, role_defaults
 
 # The role numbers the nodes from 1 in inventory order (node1, node2, node3).
 NODES = sorted(set(inventory_hosts("kafka_controllers") + inventory_hosts("kafka_brokers")))
@@ -47,9 +47,10 @@ def kafka_tool(node, script: str, *args: str, stdin: str | None = None):
     return node.run(command)
 
 
-def checked(result) -> str:
-    assert result.rc == 0, f"{result.command}\n{result.stderr[-3000:]}"
-    return result.stdout
+def kafka_topics(node, addresses: dict[str, str], config: str, *args: str):
+    """kafka-topics.sh ARGS on ``node`` against the first node's broker listener, as the client ``config``."""
+    bootstrap = f"--bootstrap-server={addresses[NODES[0]]}:9092"
+    return kafka_tool(node, "kafka-topics.sh", bootstrap, f"--command-config={config}", *args)
 
 
 @pytest.fixture
@@ -70,15 +71,7 @@ def first_node():
 @pytest.fixture(scope="module")
 def described_topics(first_node, addresses) -> dict[str, tuple[int, int, dict[str, str]]]:
     """name -> (partitions, replication factor, topic settings) from one kafka-topics.sh --describe."""
-    described = checked(
-        kafka_tool(
-            first_node,
-            "kafka-topics.sh",
-            f"--bootstrap-server={addresses[NODES[0]]}:9092",
-            f"--command-config={ADMIN_CONFIG}",
-            "--describe",
-        )
-    )
+    described = checked(kafka_topics(first_node, addresses, ADMIN_CONFIG, "--describe"))
     return {
         name: (int(partitions), int(factor), dict(item.split("=", 1) for item in configs.split(",") if item))
         for name, partitions, factor, configs in TOPIC_LINE.findall(described)
@@ -211,14 +204,7 @@ def test_the_declared_topic_exists_with_its_partitions_replication_and_settings(
 
 def test_no_partition_is_under_replicated(first_node, addresses):
     under = checked(
-        kafka_tool(
-            first_node,
-            "kafka-topics.sh",
-            f"--bootstrap-server={addresses[NODES[0]]}:9092",
-            f"--command-config={ADMIN_CONFIG}",
-            "--describe",
-            "--under-replicated-partitions",
-        )
+        kafka_topics(first_node, addresses, ADMIN_CONFIG, "--describe", "--under-replicated-partitions")
     )
     assert under.strip() == ""
 
@@ -251,13 +237,7 @@ def test_a_scram_user_produces_with_acks_all_and_reads_the_record_back(first_nod
 
 
 def test_a_wrong_scram_password_is_refused(first_node, addresses):
-    result = kafka_tool(
-        first_node,
-        "kafka-topics.sh",
-        f"--bootstrap-server={addresses[NODES[0]]}:9092",
-        f"--command-config={WRONG_PASSWORD_CONFIG}",
-        "--list",
-    )
+    result = kafka_topics(first_node, addresses, WRONG_PASSWORD_CONFIG, "--list")
     assert result.rc != 0
     assert "Authentication failed" in result.stdout + result.stderr, result.stdout + result.stderr
 
