@@ -137,13 +137,12 @@ def start_launcher(checkpoints, *, ignore_sigint=False):
 
     ``ignore_sigint``: started the way a shell starts a background job (``&``), SIGINT ignored.
     """
+    command = [sys.executable, "-c", LAUNCHER, str(checkpoints)]
+    # An ignored signal stays ignored across exec; a shell does this, not a preexec_fn (Python code between
+    # fork and exec can deadlock in a process with threads, as this test process has).
+    background = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"] if ignore_sigint else []
     process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, str(checkpoints)],
-        cwd=ROOT,
-        env=subprocess_env(),
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
+        [*background, *command], cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

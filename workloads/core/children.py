@@ -5,11 +5,13 @@ and how a child is tied to its parent so that it dies with it (Linux's parent-de
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import pathlib
+import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import workloads
 from workloads.core import native_logs
@@ -17,6 +19,7 @@ from workloads.core.errors import PeerLostError
 
 PACKAGE_ROOT = pathlib.Path(workloads.__file__).resolve().parents[1]
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+log = logging.getLogger(__name__)
 
 
 def python_path(environ: Mapping[str, str] = os.environ) -> str:
@@ -45,17 +48,23 @@ def die_with_parent(parent: int) -> bool:
     return prctl is not None and _arm(prctl, parent)
 
 
-def tie_to_this_process() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for :class:`subprocess.Popen` that makes the child die with this process
-    (:func:`die_with_parent`, armed between fork and exec, so no window is left); None off Linux.
+def tied_to_this_process(argv: Sequence[str]) -> list[str]:
+    """``argv`` started so that it gets SIGKILL when this process ends (Linux): through util-linux's
+    ``setpriv --pdeathsig``, which arms the parent-death signal and then execs ``argv``.
 
-    The function is resolved here, before the fork: the child only makes the system call.
+    Not with a ``preexec_fn``: Python code between fork and exec can deadlock when the forking process has
+    threads (the launcher has its log pumps, fsspec its IO thread, hdfs-native its runtime); two launches
+    in a threaded test process hung in fork until the 15-minute timeout (measured). The kernel sends the
+    signal when the forking *thread* exits, so start children from a thread that lives as long as they.
+    Off Linux, or without setpriv (a warning), ``argv`` unchanged.
     """
-    prctl = _prctl()
-    if prctl is None:
-        return None
-    parent = os.getpid()
-    return lambda: _arm(prctl, parent)
+    if sys.platform != "linux":
+        return list(argv)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("setpriv (util-linux) is not installed: children will not die with this process")
+        return list(argv)
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
 def _prctl() -> Callable[..., int] | None:

@@ -13,7 +13,7 @@ error (bad input, bad config) that a restart cannot fix, so the job stops at onc
 an outer ``timeout``, so nothing waits forever on a hung collective.
 
 The workers are tied to the launcher: each gets SIGKILL from the kernel when the launcher ends, however
-it ends (Linux's parent-death signal, :func:`children.tie_to_this_process`), so no orphan trains on
+it ends (Linux's parent-death signal, :func:`children.tied_to_this_process`), so no orphan trains on
 and races a re-run. Each worker runs in a session of its own, so a terminal's Ctrl-C reaches only the
 launcher; SIGINT or SIGTERM to the launcher stops the group (SIGTERM, SIGKILL after ``grace_seconds``;
 a second signal kills at once) and the launcher exits 130 or 143 (:class:`Interrupted`).
@@ -355,7 +355,6 @@ class LocalJob:
         plan = self.launch_plan()
         self.lost = set()
         self.workers, self._pumps = [], []
-        tie = children.tie_to_this_process()
         for index, (argv, extra) in enumerate(plan):
             inherited = {k: v for k, v in self.base_env.items() if k not in CLUSTER_VARIABLES}
             env = {
@@ -366,13 +365,12 @@ class LocalJob:
                 "PYTHONPATH": children.python_path(),
             }
             process = subprocess.Popen(
-                argv,
+                children.tied_to_this_process(argv),  # the worker dies with the launcher
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C reaches the launcher, which stops the group
-                preexec_fn=tie,  # the worker dies with the launcher
                 pass_fds=self.pass_fds,
             )
             self.workers.append(process)

@@ -30,8 +30,9 @@ for proc in /proc/[0-9]*; do
   for ((i = 1; i < ${#argv[@]} - 1; i++)); do
     if [ "${argv[i]}" = kafka.Kafka ]; then
       pids+=("${proc#/proc/}")
-      # A relative path is relative to the node's working directory.
-      if [[ ${argv[i + 1]} == /* ]]; then configs+=("${argv[i + 1]}"); else configs+=("$proc/cwd/${argv[i + 1]}"); fi
+      # Read through the node's own view of the filesystem (a node in a container has its own /etc); a
+      # relative path is relative to the node's working directory.
+      if [[ ${argv[i + 1]} == /* ]]; then configs+=("$proc/root${argv[i + 1]}"); else configs+=("$proc/cwd/${argv[i + 1]}"); fi
       break
     fi
   done
