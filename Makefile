@@ -19,6 +19,8 @@ ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,dev
 # downgrade boto3 and packaging in the main one. Its version is pinned here and nowhere else.
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := build/tools/checkov
+# Wheels of several hundred MB (torch, triton, the CUDA libraries) resume where an interrupted download stopped.
+PIP_INSTALL = pip install -q --resume-retries 20
 # The releases the Ansible roles install (ansible/releases/): jars resolved from Maven Central by a
 # pinned POM and verified against Central's checksums; Kafka and Hadoop with our launchers beside them,
 # packed reproducibly, the JMX exporter agent as its one jar. The file names come from the POM, where the
@@ -49,12 +51,12 @@ $(BIN)/python:
 COMPILE_VENV = $(BIN)/python -c 'import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)' $(VENV)/lib
 
 $(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --no-compile -e '.[$(DEMO_EXTRAS)]'
+	$(BIN)/$(PIP_INSTALL) --no-compile -e '.[$(DEMO_EXTRAS)]'
 	$(COMPILE_VENV)
 	touch $@
 
 $(VENV)/.deps-all: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --no-compile -e '.[$(ALL_EXTRAS)]'
+	$(BIN)/$(PIP_INSTALL) --no-compile -e '.[$(ALL_EXTRAS)]'
 	$(COMPILE_VENV)
 	touch $@ $(VENV)/.deps-demo
 
@@ -73,7 +75,8 @@ lint: $(VENV)/.deps-all system-deps ## Lint Python, YAML, shell and Dockerfiles 
 $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	rm -rf $(CHECKOV_VENV)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/$(PIP_INSTALL) checkov==$(CHECKOV_VERSION)
 	touch $@
 
 checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## Install checkov (pinned) in its own venv for the infra scan
