@@ -19,6 +19,7 @@ from infra.components.aws_nodes import AwsNodes
 from infra.components.existing_nodes import ExistingNodes
 from infra.components.host_configuration import HostConfiguration, ansible_project
 from infra.components.platform import (
+    ArgoWorkflows,
     Dashboards,
     DataServices,
     GpuOperator,
@@ -26,8 +27,9 @@ from infra.components.platform import (
     Monitoring,
     Namespaces,
     TfServing,
-    TrainingJobs,
+    TrainingNamespace,
     TrainingOperator,
+    Workflows,
 )
 from infra.paths import project_path
 from infra.specs import namespaces
@@ -67,7 +69,13 @@ cluster = k8s.Provider("k3s", kubeconfig=hosts.kubeconfig, enable_server_side_ap
 on_cluster = pulumi.ResourceOptions(provider=cluster)
 
 uses_keda = config.serving.autoscaling.mode != "cpu"
-platform_namespaces = [namespaces.TRAINING, namespaces.SERVING, namespaces.DATA, namespaces.MONITORING]
+platform_namespaces = [
+    namespaces.TRAINING,
+    namespaces.SERVING,
+    namespaces.DATA,
+    namespaces.MONITORING,
+    namespaces.ARGO,
+]
 platform_namespaces += [namespaces.GPU] if config.has_gpus else []
 platform_namespaces += [namespaces.KEDA] if uses_keda else []
 spaces = Namespaces(
@@ -95,13 +103,27 @@ TfServing(
     crds=[monitoring.release, *autoscalers],
     opts=after_namespaces,
 )
-TrainingJobs(
+TrainingNamespace(
     "training",
-    config.training_jobs,
     submitters=config.training_submitters,
+    node_cidr=config.node_cidr,
+    crds=[monitoring.release],
+    opts=after_namespaces,
+)
+argo = ArgoWorkflows(
+    "argo",
+    node_cidr=config.node_cidr,
+    charts_dir=config.charts_dir,
+    crds=[monitoring.release],
+    opts=after_namespaces,
+)
+Workflows(
+    "workflow",
+    config.workflow,
+    config.serving,
     images=config.images,
     node_cidr=config.node_cidr,
-    crds=[monitoring.release, operator.manifests],
+    crds=[argo.release, operator.manifests],
     opts=after_namespaces,
 )
 DataServices(

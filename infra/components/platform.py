@@ -15,9 +15,21 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from infra.components.kube import declare, is_typed
-from infra.config import GpuSharing, Images, RbacSubject, Serving, Streaming, TrainingJob
+from infra.config import GpuSharing, Images, RbacSubject, Serving, Streaming, Workflow
 from infra.paths import project_path
-from infra.specs import data, gpu, monitoring, namespaces, ports, serving, streaming, training, versions
+from infra.specs import (
+    argo,
+    data,
+    gpu,
+    monitoring,
+    namespaces,
+    pipeline,
+    ports,
+    serving,
+    streaming,
+    training,
+    versions,
+)
 
 
 class _Platform(pulumi.ComponentResource):
@@ -266,28 +278,82 @@ class TfServing(_Platform):
     ) -> None:
         super().__init__("mlstack:serving:TfServing", name, opts)
         self._declare(serving.objects(settings, node_cidr), crds=crds)
-        self.register_outputs(
-            {"grpc": f"{serving.NAME}.{namespaces.SERVING}.svc.cluster.local:{ports.TFS_GRPC}"}
-        )
+        self.register_outputs({"grpc": f"{serving.HOST}:{ports.TFS_GRPC}", "rest": serving.REST_URL})
 
 
-class TrainingJobs(_Platform):
-    """The training namespace's shared objects and every configured TFJob / PyTorchJob."""
+class TrainingNamespace(_Platform):
+    """The training namespace's shared objects: training service account, metrics Service and
+    ServiceMonitor, the submitters' Role and binding, network allows."""
 
     def __init__(
         self,
         name: str,
-        jobs: Sequence[TrainingJob],
         submitters: Sequence[RbacSubject],
+        node_cidr: str,
+        crds: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        # Formerly TrainingJobs, which also declared one-shot jobs: the alias keeps the children in place.
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_="mlstack:training:TrainingJobs")])
+        )
+        super().__init__("mlstack:training:TrainingNamespace", name, opts)
+        self._declare(training.namespace_objects(node_cidr, submitters), crds=crds)
+        self.register_outputs({"submitterRole": training.SUBMITTER_ROLE})
+
+
+class ArgoWorkflows(_Platform):
+    """Argo Workflows (controller, server, CRDs) from its pinned chart, and its namespace's allows."""
+
+    release: k8s.helm.v3.Release
+
+    def __init__(
+        self,
+        name: str,
+        node_cidr: str,
+        charts_dir: str,
+        crds: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """``crds``: what installs the ServiceMonitor kind (the chart renders its monitor only then)."""
+        super().__init__("mlstack:workflow:ArgoWorkflows", name, opts)
+        self._declare(argo.namespace_policies(node_cidr))
+        self.release = helm_release(
+            f"{name}-workflows",
+            versions.ARGO_WORKFLOWS,
+            namespaces.ARGO,
+            argo.chart_values(),
+            charts_dir,
+            pulumi.ResourceOptions(parent=self, depends_on=[*self._waits, *crds]),
+            release_name=argo.RELEASE,
+        )
+        self.register_outputs({"release": self.release.name, "version": versions.ARGO_WORKFLOWS.app_version})
+
+
+class Workflows(_Platform):
+    """The book's system as workflows: the runner's RBAC and network allows, one WorkflowTemplate per
+    framework and, when configured, the retraining CronWorkflow."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Workflow,
+        serving_settings: Serving,
         images: Images,
         node_cidr: str,
         crds: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("mlstack:training:TrainingJobs", name, opts)
-        shared = self._declare(training.namespace_objects(node_cidr, submitters), crds=crds)
-        self._declare((training.training_job(job, images) for job in jobs), depends_on=shared, crds=crds)
-        self.register_outputs({"jobs": [job.name for job in jobs]})
+        super().__init__("mlstack:workflow:Workflows", name, opts)
+        if serving_settings.model_source.kind == "pvc":
+            pulumi.log.warn(
+                "serving.modelSource is a PVC, which the workflow's steps do not mount: submissions must "
+                "give --model-store (a URL that lands in that volume) for the promotion to reach TF Serving"
+            )
+        runner = self._declare(argo.runner_objects(node_cidr))
+        specs = pipeline.objects(settings, serving_settings, images)
+        self._declare(specs, depends_on=runner, crds=crds)
+        self.register_outputs({"objects": [f"{spec['kind']}/{spec['metadata']['name']}" for spec in specs]})
 
 
 class DataServices(_Platform):

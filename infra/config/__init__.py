@@ -2,14 +2,15 @@
 
 Every setting lives in the ``mlstack:`` namespace of the stack file (``Pulumi.<stack>.yaml``). Scalar
 settings are also declared, with their types and defaults, in ``Pulumi.yaml`` (a test keeps the two in
-step); structured settings (node pools, hosts, serving, training jobs) are objects that Pulumi cannot
+step); structured settings (node pools, hosts, serving, workflow) are objects that Pulumi cannot
 type, so they are checked field by field. Every error names the full key
 (``mlstack:nodePools[1].instanceType``) and what it accepts.
 
 - ``keys``: the namespace, the declared keys, :class:`ConfigError`;
 - ``settings``: the configuration as frozen dataclasses, with their defaults;
 - ``fields`` and ``checks``: reading values and checking them, with errors that name the key;
-- ``images``, ``nodes``, ``gpu_sharing``, ``serving``, ``streaming``, ``training``: one reader per section;
+- ``images``, ``nodes``, ``gpu_sharing``, ``serving``, ``streaming``, ``workflow``, ``training``: one
+  reader per section;
 - ``cluster``: the rules across sections; ``parsing``: :func:`parse`, pure, a mapping in;
 - ``stack``: :func:`load`, the running stack's config and its secrets.
 """
@@ -39,11 +40,13 @@ from infra.config.settings import (
     NodePool,
     RbacSubject,
     Resources,
+    Retraining,
     Secrets,
     Serving,
     StackConfig,
     Streaming,
     TrainingJob,
+    Workflow,
 )
 from infra.config.stack import load, stack_values
 
@@ -68,11 +71,13 @@ __all__ = [
     "NodePool",
     "RbacSubject",
     "Resources",
+    "Retraining",
     "Secrets",
     "Serving",
     "StackConfig",
     "Streaming",
     "TrainingJob",
+    "Workflow",
     "is_required",
     "load",
     "parse",

@@ -8,6 +8,9 @@ import re
 from infra.config.settings import K3S_VERSION, SUPPORTED_KUBERNETES_MINORS
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,-]+$")
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 
 
 def cidr(value: str) -> str | None:
@@ -54,6 +57,22 @@ def quantity(value: str) -> str | None:
     return f"{value!r} is not a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi"
 
 
+def cron_schedule(value: str) -> str | None:
+    fields = value.split()
+    if value in _CRON_MACROS or (len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields)):
+        return None
+    return (
+        f"{value!r} is not a cron schedule: five fields (minute hour day-of-month month day-of-week, "
+        f"e.g. '0 3 * * 0') or one of {', '.join(_CRON_MACROS)}"
+    )
+
+
+def duration(value: str) -> str | None:
+    if _GO_DURATION.match(value):
+        return None
+    return f"{value!r} is not a duration such as 720h, 90m or 1h30m"
+
+
 def k3s_version(value: str) -> str | None:
     match = K3S_VERSION.match(value)
     allowed = ", ".join(SUPPORTED_KUBERNETES_MINORS)
@@ -74,7 +93,7 @@ def pinned_image(value: str) -> str | None:
     if "@sha256:" in value:
         return None
     if ":" not in name:
-        return f"{value!r} has no tag; pin a version such as tensorflow/serving:2.19.1"
+        return f"{value!r} has no tag; pin a version such as tensorflow/serving:2.21.0"
     if name.endswith(":latest"):
         return f"{value!r}: 'latest' is not allowed; pin a version"
     return None

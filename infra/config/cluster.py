@@ -31,11 +31,6 @@ def _check_data_services(config: StackConfig) -> None:
     """What uses the cluster's HDFS or Kafka needs nodes that run them."""
     source = config.serving.model_source
     users = ["serving.modelSource"] if source.kind == "hdfs" and not source.base else []
-    users += [
-        f"trainingJobs[{i}]"
-        for i, job in enumerate(config.training_jobs)
-        if not (job.data and job.output and job.checkpoint_dir)
-    ]
     if config.streaming.enabled and not config.streaming.ingest_output:
         users.append("streaming.ingestOutput")
     if users and config.group_members("hdfs_namenodes") == 0:
@@ -52,7 +47,7 @@ def _check_data_services(config: StackConfig) -> None:
 
 def _check_gpus(config: StackConfig) -> None:
     """What asks for GPUs needs GPU nodes."""
-    gpu_users = [f"trainingJobs[{i}]" for i, j in enumerate(config.training_jobs) if j.gpus_per_worker]
+    gpu_users = ["workflow.gpusPerWorker"] if config.workflow.gpus_per_worker else []
     if config.serving.gpu:
         gpu_users.append("serving.gpu")
     if gpu_users and not config.has_gpus:

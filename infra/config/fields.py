@@ -111,6 +111,13 @@ class Fields:
         items = Fields({f"{name}[{i}]": item for i, item in enumerate(value)}, self._path)
         return tuple(items.integer(f"{name}[{i}]", minimum=minimum) for i in range(len(value)))
 
+    def numbers(self, name: str, default: Any = REQUIRED, *, positive: bool = False) -> tuple[float, ...]:
+        value = self._get(name, default)
+        if not isinstance(value, list | tuple):
+            raise self.fail(name, f"expected a list of numbers, got {describe(value)}")
+        items = Fields({f"{name}[{i}]": item for i, item in enumerate(value)}, self._path)
+        return tuple(items.number(f"{name}[{i}]", positive=positive) for i in range(len(value)))
+
     def names(self) -> list[str]:
         """The keys of a free-form object (such as a map of labels)."""
         return list(self._values)

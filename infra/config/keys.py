@@ -34,7 +34,7 @@ OBJECT_KEYS = (
     "gpuSharing",
     "serving",
     "streaming",
-    "trainingJobs",
+    "workflow",
     "rbac",
 )
 SECRET_KEYS = ("k3sToken", "sshPrivateKey")

@@ -1,7 +1,7 @@
 """The stack file's ``mlstack:`` settings in, a validated :class:`StackConfig` out.
 
 :func:`parse` is pure (a mapping in, frozen dataclasses out), so it is tested without the engine. Each
-section has its reader (``nodes``, ``serving``, ``streaming``, ``training``, ...); the rules across
+section has its reader (``nodes``, ``serving``, ``streaming``, ``workflow``, ...); the rules across
 sections run last (``cluster``).
 """
 
@@ -20,13 +20,15 @@ from infra.config.nodes import read_nodes
 from infra.config.serving import read_serving
 from infra.config.settings import StackConfig
 from infra.config.streaming import read_streaming
-from infra.config.training import read_training_jobs, read_training_submitters
+from infra.config.training import read_training_submitters, refuse_training_jobs
+from infra.config.workflow import read_workflow
 
 
 def parse(values: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> StackConfig:
     """Validates the ``mlstack:`` settings (keys without the namespace) and returns the configuration."""
     top = Fields(values, f"{NAMESPACE}:")
     _refuse_plain_text_secrets(top, set(secret_keys))
+    refuse_training_jobs(top)
     provider = top.string("nodeProvider", allowed=("aws", "existing"))
     scalars = _scalar_settings(top)
     nodes = read_nodes(top, provider, scalars["admin_cidrs"], scalars["node_cidr"])
@@ -39,7 +41,7 @@ def parse(values: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> StackCo
         gpu_sharing=read_gpu_sharing(top),
         serving=read_serving(top),
         streaming=read_streaming(top),
-        training_jobs=read_training_jobs(top),
+        workflow=read_workflow(top),
         training_submitters=read_training_submitters(top),
         has_k3s_token="k3sToken" in values,
         has_ssh_private_key="sshPrivateKey" in values,

@@ -15,6 +15,7 @@ from infra.config.keys import ConfigError
 from infra.specs.namespaces import DATA
 from workloads.data.shards import DEFAULT_SHARD_SIZE
 from workloads.streaming.infer_worker import MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS
+from workloads.workflow.argo import Submission
 
 if TYPE_CHECKING:
     import pulumi
@@ -192,7 +193,7 @@ class Serving:
     """Version labels such as ``stable``/``canary`` (they need pinned versions)."""
     gpu: bool = False
     """Run on GPU nodes with the GPU image and GPU batching profile."""
-    image: str = "tensorflow/serving:2.19.1"
+    image: str = "tensorflow/serving:2.21.0"
     """TF Serving image (``-gpu`` is appended for GPU serving unless the tag already says so)."""
     resources: Resources = Resources(cpu="2", memory="4Gi")
     autoscaling: Autoscaling = Autoscaling()
@@ -220,7 +221,8 @@ class Streaming:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingJob:
-    """A distributed training run: a TFJob or a PyTorchJob of ``python -m workloads train``."""
+    """A distributed training run: a TFJob or a PyTorchJob of ``python -m workloads train`` (each trial
+    of the workflow is one, ``infra.specs.workflow``; the stack declares none itself)."""
 
     name: str
     framework: str
@@ -253,6 +255,37 @@ class TrainingJob:
 
 
 @dataclasses.dataclass(frozen=True)
+class Retraining:
+    """Periodic retraining: a CronWorkflow that submits ``submission`` on ``schedule``."""
+
+    schedule: str
+    """A cron schedule (five fields, or a macro such as ``@weekly``), in the controller's time zone (UTC)."""
+    submission: Submission
+    """What each run submits: the same arguments ``python -m workloads workflow`` sends for the grid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Workflow:
+    """How the book's system runs as an Argo workflow (docs/workflow.md); the defaults are the
+    templates' own (``infra.specs.workflow.WorkflowDefaults``)."""
+
+    parallelism: int
+    """Trials training at once when a submission does not say."""
+    memo_max_age: str
+    """How long a memoized trial or selection is reused (a Go duration such as ``720h``)."""
+    step_resources: Resources
+    """CPU and memory of the ingest, select, verify and record steps."""
+    trial_resources: Resources
+    """CPU and memory of every trial's training pods."""
+    gpus_per_worker: int
+    """GPUs of every trial's training pod (0 = CPU)."""
+    checkpoint_every: int
+    """Steps between the trials' checkpoints."""
+    retrain: Retraining | None = None
+    """Periodic retraining; ``None`` (the default) declares no CronWorkflow."""
+
+
+@dataclasses.dataclass(frozen=True)
 class RbacSubject:
     kind: str
     """``User``, ``Group`` or ``ServiceAccount``."""
@@ -282,7 +315,7 @@ class StackConfig:
     gpu_sharing: GpuSharing
     serving: Serving
     streaming: Streaming
-    training_jobs: tuple[TrainingJob, ...]
+    workflow: Workflow
     training_submitters: tuple[RbacSubject, ...]
     has_k3s_token: bool
     has_ssh_private_key: bool

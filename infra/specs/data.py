@@ -22,6 +22,8 @@ HDFS_URL = f"hdfs://{HDFS_NAMENODE_HOST}:{ports.HDFS_NAMENODE_RPC}"
 KAFKA_BOOTSTRAP_SERVERS = f"{KAFKA_BOOTSTRAP_HOST}:{ports.KAFKA_BROKER}"
 DATASET = "fashion-mnist"
 DATASET_SHARDS = f"{HDFS_URL}/mlstack/datasets/{DATASET}/shards/"
+# stream-ingest's own dataset: a batch dataset's directory would get a manifest hiding its train/ and test/.
+STREAM_SHARDS = f"{HDFS_URL}/mlstack/datasets/{DATASET}-stream/shards/train/"
 MODELS = f"{HDFS_URL}/mlstack/models"
 
 _SERVICES: dict[str, tuple[tuple[str, int], ...]] = {

@@ -13,13 +13,17 @@ from typing import Any
 
 from infra.specs import ports
 from infra.specs.workload import labels
+from workloads.workflow import argo
 
-TRAINING = "mlstack-training"
+TRAINING = argo.NAMESPACE  # the workflows run where their templates are
 SERVING = "mlstack-serving"
 DATA = "mlstack-data"
 MONITORING = "monitoring"
 GPU = "nvidia-gpu"
 KEDA = "keda"
+ARGO = "mlstack-argo"
+# Where the Argo workflow controller serves its metrics (the chart's values set it, Prometheus scrapes it).
+ARGO_CONTROLLER_METRICS = 9090
 PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
 _NAMESPACE_NAME = "kubernetes.io/metadata.name"
 
@@ -69,6 +73,12 @@ PLANS: dict[str, NamespacePlan] = {
             (ports.DCGM_EXPORTER,),
         ),
         NamespacePlan(
+            ARGO,
+            "restricted",
+            "the Argo workflow controller and server run as non-root with no capabilities",
+            (ARGO_CONTROLLER_METRICS,),
+        ),
+        NamespacePlan(
             KEDA,
             "baseline",
             "KEDA's chart pods are not all labelled for restricted; baseline is enforced, restricted warned",
@@ -106,11 +116,15 @@ def policy(
     ingress: Sequence[dict[str, Any]] | None = None,
     egress: Sequence[dict[str, Any]] | None = None,
     pod_selector: dict[str, str] | None = None,
+    pod_expressions: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A NetworkPolicy; a direction given as ``[]`` denies it, ``None`` leaves it to other policies."""
+    """A NetworkPolicy; a direction given as ``[]`` denies it, ``None`` leaves it to other policies.
+
+    It applies to the pods with the ``pod_selector`` labels that match ``pod_expressions`` (all pods of
+    the namespace when both are empty)."""
     types = [kind for kind, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
     spec: dict[str, Any] = {
-        "podSelector": {"matchLabels": pod_selector} if pod_selector else {},
+        "podSelector": label_selector(pod_selector, pod_expressions),
         "policyTypes": types,
     }
     if ingress is not None:
@@ -129,10 +143,24 @@ def tcp(*numbers: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": number} for number in numbers]
 
 
-def namespace_peer(name: str, pod_labels: dict[str, str] | None = None) -> dict[str, Any]:
+def label_selector(
+    labels: dict[str, str] | None = None, expressions: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """A LabelSelector; an empty one selects everything."""
+    selector: dict[str, Any] = {}
+    if labels:
+        selector["matchLabels"] = dict(labels)
+    if expressions:
+        selector["matchExpressions"] = [dict(expression) for expression in expressions]
+    return selector
+
+
+def namespace_peer(
+    name: str, pod_labels: dict[str, str] | None = None, pod_expressions: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
     peer: dict[str, Any] = {"namespaceSelector": {"matchLabels": {_NAMESPACE_NAME: name}}}
-    if pod_labels:
-        peer["podSelector"] = {"matchLabels": pod_labels}
+    if pod_labels or pod_expressions:
+        peer["podSelector"] = label_selector(pod_labels, pod_expressions)
     return peer
 
 

@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Any
 
 from infra.config import ModelSource, Serving
-from infra.specs import data, ports
+from infra.specs import argo, data, ports
 from infra.specs.monitoring import PROMETHEUS_URL, service_monitor
 from infra.specs.namespaces import SERVING, egress_https, egress_to_nodes, namespace_peer, policy, tcp
 from infra.specs.workload import (
@@ -35,6 +35,8 @@ from infra.specs.workload import (
 from workloads.serving import tfs_config
 
 NAME = "tf-serving"
+HOST = f"{NAME}.{SERVING}.svc.cluster.local"
+REST_URL = f"http://{HOST}:{ports.TFS_REST}"
 CONFIG_DIR = "/etc/tfs"
 MODEL_MOUNT = "/models"
 MODEL_FILE, BATCHING_FILE, MONITORING_FILE = "models.config", "batching.config", "monitoring.config"
@@ -48,10 +50,14 @@ P99_LATENCY_QUERY = (
 )
 
 
+def model_store(source: ModelSource) -> str:
+    """The base under which TF Serving finds ``<model name>/<version>/`` (and promotion writes them)."""
+    return (source.base or data.MODELS) if source.kind == "hdfs" else source.base
+
+
 def model_base_path(source: ModelSource) -> str:
     """Where TF Serving looks for ``<version>/`` directories of the model."""
-    base = (source.base or data.MODELS) if source.kind == "hdfs" else source.base
-    return f"{base.rstrip('/')}/{tfs_config.MODEL_NAME}"
+    return f"{model_store(source).rstrip('/')}/{tfs_config.MODEL_NAME}"
 
 
 def cpu_cores(quantity: str) -> int:
@@ -153,7 +159,9 @@ def objects(serving: Serving, node_cidr: str) -> list[dict[str, Any]]:
                     "from": [namespace_peer(SERVING)]
                     + [namespace_peer(ns) for ns in serving.client_namespaces],
                     "ports": tcp(ports.TFS_GRPC, ports.TFS_REST),
-                }
+                },
+                # The workflow's verify-serving step checks what a promotion made TF Serving serve.
+                {"from": [argo.step_pods_peer()], "ports": tcp(ports.TFS_REST)},
             ],
         ),
         *_storage_policies(serving.model_source, node_cidr),

@@ -24,6 +24,7 @@ from infra.specs.workload import (
     resources,
     scratch_volumes,
     selector,
+    workload_env,
 )
 from workloads.serving import tfs_config
 from workloads.streaming import kafka
@@ -54,7 +55,7 @@ def stream_ingest_args(streaming: Streaming) -> list[str]:
         "--bootstrap-servers", data.KAFKA_BOOTSTRAP_SERVERS,
         "--group-id", kafka.STREAM_INGEST_GROUP,
         "--topic", kafka.INGEST_TOPIC,
-        "--output", streaming.ingest_output or data.DATASET_SHARDS,
+        "--output", streaming.ingest_output or data.STREAM_SHARDS,
         "--shard-size", str(streaming.shard_size),
         "--metrics-port", str(ports.INGEST_METRICS),
         "--log-format", "json",
@@ -126,7 +127,7 @@ def _deployment(
         "command": ["python", "-m", "workloads", name],
         "args": args,
         "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": workload_env(),
         "resources": resources(streaming.resources.cpu, streaming.resources.memory),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,

@@ -1,6 +1,6 @@
 """Training jobs: one builder for TFJob and PyTorchJob, whose container runs ``python -m workloads train``
-with the flags of docs/interfaces.md; plus the metrics Service, ServiceMonitor, service account, RBAC
-and network policies of the training namespace.
+with the flags of docs/interfaces.md (each trial of the workflow is one); plus the metrics Service,
+ServiceMonitor, service account, the submitters' RBAC and the network policies of the training namespace.
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ from infra.specs.workload import (
     pull_policy,
     resources,
     scratch_volumes,
+    workload_env,
 )
+from workloads.workflow import argo
 
 SERVICE_ACCOUNT = "training-worker"
 JOB_LABEL = "mlstack.io/training-job"
 METRICS_LABEL = "mlstack.io/metrics"
 SUBMITTER_ROLE = "training-job-submitter"
 METRICS_SERVICE = "training-metrics"
+API_GROUP = "kubeflow.org"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,8 @@ FRAMEWORKS = {
     "tensorflow": Framework("TFJob", "tfReplicaSpecs", "tensorflow", "tfjob-port", 2222),
     "pytorch": Framework("PyTorchJob", "pytorchReplicaSpecs", "pytorch", "pytorchjob-port", 23456),
 }
+# The training jobs' resource names (tfjobs, pytorchjobs) in RBAC rules.
+JOB_RESOURCES = [f"{framework.kind.lower()}s" for framework in FRAMEWORKS.values()]
 
 
 def train_args(job: TrainingJob) -> list[str]:
@@ -58,7 +63,7 @@ def train_args(job: TrainingJob) -> list[str]:
         "--data", job.data or data.DATASET_SHARDS,
         "--epochs", str(job.epochs),
         "--batch-size", str(job.batch_size),
-        "--learning-rate", repr(job.learning_rate),
+        "--learning-rate", str(job.learning_rate),
         "--seed", str(job.seed),
         "--checkpoint-dir", job.checkpoint_dir or f"{run_dir}/checkpoints",
         "--checkpoint-every", str(job.checkpoint_every),
@@ -106,7 +111,7 @@ def training_job(job: TrainingJob, images: Images) -> dict[str, Any]:
     if job.gang_scheduler:
         run_policy["schedulingPolicy"] = {"minAvailable": sum(count for count, _ in layout.values())}
     return {
-        "apiVersion": "kubeflow.org/v1",
+        "apiVersion": f"{API_GROUP}/v1",
         "kind": framework.kind,
         "metadata": metadata(job.name, TRAINING, "training"),
         "spec": {"runPolicy": run_policy, framework.replica_specs: specs},
@@ -127,7 +132,7 @@ def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: 
             {"name": "metrics", "containerPort": ports.TRAINING_METRICS, "protocol": "TCP"},
         ],
         # Caches (Keras, torch) go to the writable /tmp; the root filesystem is read-only.
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": workload_env(),
         "resources": resources(job.resources.cpu, job.resources.memory, gpus=gpus),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
@@ -160,7 +165,8 @@ def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: 
 
 
 def namespace_objects(node_cidr: str, submitters: Sequence[RbacSubject]) -> list[dict[str, Any]]:
-    """What every training job shares: service account, metrics Service and ServiceMonitor, RBAC, policies."""
+    """What every training job shares (service account, metrics Service and ServiceMonitor, policies) and
+    the submitters' Role."""
     items = [
         {
             "apiVersion": "v1",
@@ -222,22 +228,20 @@ def _metrics_service() -> dict[str, Any]:
 
 
 def _submitter_role() -> dict[str, Any]:
-    """Create, watch and delete training jobs, and read their pods and logs."""
+    """Submit Workflows from the stack's templates and follow them; read the trials, their pods and logs.
+
+    The Workflows' steps run as the workflow runner (``infra.specs.argo``), not as the submitter."""
+    argo_group = argo.API_VERSION.split("/")[0]
+    read = ["get", "list", "watch"]
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": metadata(SUBMITTER_ROLE, TRAINING, "training"),
         "rules": [
-            {
-                "apiGroups": ["kubeflow.org"],
-                "resources": ["tfjobs", "pytorchjobs"],
-                "verbs": ["get", "list", "watch", "create", "delete"],
-            },
-            {
-                "apiGroups": [""],
-                "resources": ["pods", "pods/log", "events"],
-                "verbs": ["get", "list", "watch"],
-            },
+            {"apiGroups": [argo_group], "resources": ["workflows"], "verbs": ["create", *read]},
+            {"apiGroups": [argo_group], "resources": ["workflowtemplates"], "verbs": ["get", "list"]},
+            {"apiGroups": [API_GROUP], "resources": JOB_RESOURCES, "verbs": read},
+            {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": read},
         ],
     }
 

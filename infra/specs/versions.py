@@ -16,6 +16,8 @@ class Chart:
     name: str
     repository: str
     version: str
+    app_version: str = ""
+    """The release of the software the chart deploys (its ``appVersion``: the images' tag)."""
 
     def archive(self) -> str:
         """File name of the chart archive that ``helm pull <repo>/<name> --version <version>`` writes."""
@@ -26,6 +28,9 @@ KUBE_PROMETHEUS_STACK = Chart(
     "kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "87.15.0"
 )
 KEDA = Chart("keda", "https://kedacore.github.io/charts", "2.17.2")
+# Argo Workflows 4.0.6 (controller, server, executor); tests/infra validates the generated objects with
+# Hera's models, which are generated from Argo 4.0's schema.
+ARGO_WORKFLOWS = Chart("argo-workflows", "https://argoproj.github.io/argo-helm", "1.0.18", "v4.0.6")
 
 # Kubeflow training operator v1 (TFJob and PyTorchJob; Trainer v2 has no TensorFlow runtime).
 TRAINING_OPERATOR_VERSION = "v1.9.3"

@@ -10,8 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 PART_OF = "mlstack"
-# The user the project's images create and every mlstack pod runs as (docs/interfaces.md).
+# The user the project's images create and every mlstack pod runs as (docs/interfaces.md), also the
+# HDFS user the pods act as (ansible's hdfs_workloads_user owns the directories they write).
 NON_ROOT_UID = 10001
+WORKLOAD_USER = "mlstack"
+# The shard cache under the writable /tmp (the image's default is under the read-only home).
+SHARD_CACHE_DIR = "/tmp/cache/shards"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_RUNTIME_CLASS = "nvidia"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
@@ -91,6 +95,15 @@ def scratch_volumes(memory_backed_shm: bool = False) -> tuple[list[dict[str, Any
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return volumes, mounts
+
+
+def workload_env() -> list[dict[str, str]]:
+    """The environment of every workloads container: caches on the writable /tmp, the HDFS user."""
+    return [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "MLSTACK_CACHE_DIR", "value": SHARD_CACHE_DIR},
+        {"name": "HADOOP_USER_NAME", "value": WORKLOAD_USER},
+    ]
 
 
 def pull_policy(image: str) -> str:

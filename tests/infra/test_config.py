@@ -144,9 +144,7 @@ def test_time_slicing_needs_two_or_more_replicas(aws):
 def test_gpu_work_without_gpu_nodes_is_rejected(baremetal):
     for host in baremetal["hosts"]:
         host["groups"] = [g for g in host["groups"] if g != "gpu_nodes"]
-    assert error_for(baremetal).startswith(
-        "mlstack:trainingJobs[1]: asks for GPUs but no node is in gpu_nodes"
-    )
+    assert error_for(baremetal) == "mlstack:workflow.gpusPerWorker: asks for GPUs but no node is in gpu_nodes"
 
 
 def test_an_even_number_of_k3s_servers_is_rejected(baremetal):
@@ -187,34 +185,73 @@ def test_the_stock_tf_serving_image_cannot_read_hdfs(aws):
     assert "cannot read hdfs://" in error_for(aws)
 
 
-def test_a_training_strategy_must_fit_its_framework(aws):
-    aws["trainingJobs"][1]["strategy"] = "multi-worker-mirrored"
+def test_a_stack_that_still_lists_training_jobs_is_refused_saying_what_to_do_instead(aws):
+    aws["trainingJobs"] = [{"name": "fmnist", "framework": "tensorflow", "strategy": "multi-worker-mirrored"}]
     message = error_for(aws)
-    assert (
-        message
-        == "mlstack:trainingJobs[1].strategy: 'multi-worker-mirrored' is not allowed; allowed values: ddp"
-    )
+    assert message.startswith("mlstack:trainingJobs: one-shot training jobs are no longer stack state")
+    assert "python -m workloads workflow" in message and "docs/workflow.md" in message
+    assert "\n" not in message
 
 
-def test_an_unknown_model_is_refused_naming_the_registrys_models(aws):
-    aws["trainingJobs"][0]["model"] = "resnet"
-    assert error_for(aws) == (
-        "mlstack:trainingJobs[0].model: 'resnet' is not allowed; "
-        f"allowed values: {', '.join(models.model_names())}"
+def test_the_workflow_defaults_are_the_templates_defaults(baremetal):
+    from infra.specs.workflow import WorkflowDefaults
+
+    del baremetal["workflow"]
+    parsed, default = parse(baremetal).workflow, WorkflowDefaults()
+    assert (parsed.parallelism, parsed.memo_max_age, parsed.checkpoint_every) == (
+        default.parallelism,
+        default.memo_max_age,
+        default.checkpoint_every,
     )
+    assert (parsed.step_resources, parsed.trial_resources) == (
+        default.step_resources,
+        default.trial_resources,
+    )
+    assert parsed.gpus_per_worker == default.gpus_per_worker
+    assert parsed.retrain is None, "periodic retraining is off by default"
+
+
+@pytest.mark.parametrize(
+    ("retrain", "message"),
+    [
+        ({"framework": "jax"}, "framework: 'jax' is not allowed; allowed values: tensorflow, pytorch"),
+        ({"models": ["resnet"]}, "models: unknown model(s) ['resnet']"),
+        ({"models": []}, "models: must list at least one value"),
+        ({"learningRates": [0]}, "learningRates: must all be greater than 0"),
+        ({"batchSizes": [255]}, "batchSizes: the global batch size 255 must be a multiple of the 2 workers"),
+        ({"framework": "pytorch", "workersPerTrial": 1}, "workersPerTrial: a PyTorchJob has a Master"),
+        ({"minTrials": 7}, "minTrials: is 7, but the grid has only 6 trial(s)"),
+        ({"epochs": 0}, "epochs: must be greater than 0, got 0"),
+        ({"schedule": "weekly"}, "schedule: 'weekly' is not a cron schedule"),
+        ({"epoch": 3}, "epoch: unknown setting; did you mean 'epochs'?"),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else None,
+)
+def test_retraining_is_checked_as_the_workflow_command_checks_its_flags(aws, retrain, message):
+    aws["workflow"]["retrain"].update(retrain)
+    assert error_for(aws).startswith(f"mlstack:workflow.retrain.{message}")
+
+
+def test_retraining_needs_a_schedule(aws):
+    del aws["workflow"]["retrain"]["schedule"]
+    assert error_for(aws) == "mlstack:workflow.retrain.schedule: missing; this setting is required"
+
+
+@pytest.mark.parametrize("schedule", ["0 3 * * 0", "*/30 * * * *", "0 4 1 * MON-FRI", "@weekly"])
+def test_cron_schedules_and_macros_are_accepted(aws, schedule):
+    aws["workflow"]["retrain"]["schedule"] = schedule
+    assert parse(aws).workflow.retrain.schedule == schedule
 
 
 @pytest.mark.parametrize("model", models.model_names())
-def test_every_model_of_the_registry_is_accepted(aws, model):
-    aws["trainingJobs"][0]["model"] = model
-    assert parse(aws).training_jobs[0].model == model
+def test_every_model_of_the_registry_can_be_retrained(aws, model):
+    aws["workflow"]["retrain"]["models"] = [model]
+    assert parse(aws).workflow.retrain.submission.grid.models == (model,)
 
 
-def test_the_frameworks_and_strategies_are_the_workloads_trainers(aws):
-    aws["trainingJobs"][0]["framework"] = "jax"
-    assert error_for(aws) == (
-        "mlstack:trainingJobs[0].framework: 'jax' is not allowed; allowed values: tensorflow, pytorch"
-    )
+def test_the_memoization_age_must_be_a_duration(aws):
+    aws["workflow"]["memoMaxAge"] = "30 days"
+    assert error_for(aws).startswith("mlstack:workflow.memoMaxAge: '30 days' is not a duration")
 
 
 def test_the_micro_batch_defaults_are_the_inference_workers(aws):

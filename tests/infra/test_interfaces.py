@@ -35,7 +35,14 @@ def test_the_ansible_groups_are_the_contract_groups():
 
 def test_the_namespaces_are_the_contract_namespaces():
     documented = set(interfaces.names("Kubernetes namespaces"))
-    ours = {namespaces.TRAINING, namespaces.SERVING, namespaces.DATA, namespaces.MONITORING, namespaces.GPU}
+    ours = {
+        namespaces.TRAINING,
+        namespaces.SERVING,
+        namespaces.DATA,
+        namespaces.ARGO,
+        namespaces.MONITORING,
+        namespaces.GPU,
+    }
     assert ours == documented
 
 

@@ -9,7 +9,7 @@ import pytest
 from infra.specs import namespaces, versions
 from infra.specs.workload import CHECKOV_SKIP, GPU_RESOURCE, GPU_RUNTIME_CLASS, NON_ROOT_UID
 from tests.infra.conftest import program_run
-from tests.infra.pods import containers, pod_templates
+from tests.infra.pods import STEP_POD_TOKEN, containers, is_step_pod, pod_templates
 from tests.infra.program import ProgramRun, run_program
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
@@ -99,7 +99,8 @@ def test_gpu_containers_request_whole_gpus_and_run_with_the_nvidia_runtime_class
 
 
 def test_the_stack_config_gpu_requests_reach_the_pods(run: ProgramRun):
-    """Jobs configured with gpusPerWorker, and GPU serving, request GPUs; nothing else does."""
+    """The workflow's trials get workflow.gpusPerWorker GPUs per training pod, GPU serving gets its GPU;
+    nothing else asks for one."""
     from infra import config as stack_config
     from tests.infra.program import stack_settings
 
@@ -108,14 +109,11 @@ def test_the_stack_config_gpu_requests_reach_the_pods(run: ProgramRun):
     values["ansibleDir"] = "unused"
     parsed = stack_config.parse(values)
     objects = run.kubernetes_objects()
-    for job in parsed.training_jobs:
-        (obj,) = [
-            o for o in objects if o["kind"] in ("TFJob", "PyTorchJob") and o["metadata"]["name"] == job.name
-        ]
-        compute = [t for w, o, t in pod_templates([obj]) if w.split()[-1] in ("Worker", "Master")]
-        for template in compute:
-            gpus = template["spec"]["containers"][0]["resources"]["limits"].get(GPU_RESOURCE)
-            assert gpus == (str(job.gpus_per_worker) if job.gpus_per_worker else None), job.name
+    expected = str(parsed.workflow.gpus_per_worker) if parsed.workflow.gpus_per_worker else None
+    trials = [t for w, o, t in pod_templates(objects) if o["kind"] in ("TFJob", "PyTorchJob")]
+    assert len(trials) == 3, "a Worker per TFJob trial, a Master and a Worker per PyTorchJob trial"
+    for template in trials:
+        assert template["spec"]["containers"][0]["resources"]["limits"].get(GPU_RESOURCE) == expected
     (serving,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "tf-serving"]
     limits = serving["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert (GPU_RESOURCE in limits) == parsed.serving.gpu
@@ -281,8 +279,15 @@ def test_service_monitors_cover_dcgm_tf_serving_and_training_workers(run: Progra
 
 
 def test_pods_do_not_mount_api_tokens_and_rbac_has_no_wildcards_or_cluster_roles(run: ProgramRun):
+    """Only the workflows' step pods hold a token (STEP_POD_TOKEN says why), and not the trials' pods."""
+    steps = 0
     for where, _, template in pod_templates(run.kubernetes_objects()):
+        if is_step_pod(where):
+            assert template["spec"]["serviceAccountName"] == "workflow-runner", where
+            steps += 1
+            continue
         assert template["spec"].get("automountServiceAccountToken") is False, where
+    assert steps and len(STEP_POD_TOKEN.split()) >= 4
     assert not run.objects_of_kind("ClusterRole") and not run.objects_of_kind("ClusterRoleBinding")
     for role in run.objects_of_kind("Role"):
         for rule in role["rules"]:
@@ -292,7 +297,7 @@ def test_pods_do_not_mount_api_tokens_and_rbac_has_no_wildcards_or_cluster_roles
 
 def test_helm_releases_and_operator_manifests_are_pinned(run: ProgramRun):
     releases = run.of_type("kubernetes:helm.sh/v3:Release")
-    assert {r.inputs["chart"] for r in releases} >= {"kube-prometheus-stack"}
+    assert {r.inputs["chart"] for r in releases} >= {"kube-prometheus-stack", "argo-workflows"}
     for release in releases:
         assert re.fullmatch(r"\d+\.\d+\.\d+", release.inputs["version"]), release.name
         assert release.inputs["repositoryOpts"]["repo"].startswith("https://"), release.name
@@ -300,14 +305,18 @@ def test_helm_releases_and_operator_manifests_are_pinned(run: ProgramRun):
     assert operator.inputs["directory"].endswith(f"?ref={versions.TRAINING_OPERATOR_VERSION}")
 
 
+def release_values(run: ProgramRun, chart: str) -> dict:
+    (release,) = [r for r in run.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == chart]
+    return release.inputs["values"]
+
+
 def test_every_component_of_a_helm_chart_is_given_requests_and_limits(run: ProgramRun):
-    (stack,) = [
-        r
-        for r in run.of_type("kubernetes:helm.sh/v3:Release")
-        if r.inputs["chart"] == "kube-prometheus-stack"
-    ]
-    values = stack.inputs["values"]
+    argo = release_values(run, "argo-workflows")
+    values = release_values(run, "kube-prometheus-stack")
     sized = [
+        argo["controller"]["resources"],
+        argo["server"]["resources"],
+        argo["executor"]["resources"],
         values["prometheusOperator"]["resources"],
         values["prometheus"]["prometheusSpec"]["resources"],
         values["alertmanager"]["alertmanagerSpec"]["resources"],
@@ -321,12 +330,7 @@ def test_every_component_of_a_helm_chart_is_given_requests_and_limits(run: Progr
 
 
 def test_kube_prometheus_stack_skips_the_control_plane_targets_k3s_does_not_expose(run: ProgramRun):
-    (stack,) = [
-        r
-        for r in run.of_type("kubernetes:helm.sh/v3:Release")
-        if r.inputs["chart"] == "kube-prometheus-stack"
-    ]
-    values = stack.inputs["values"]
+    values = release_values(run, "kube-prometheus-stack")
     for component in ("kubeEtcd", "kubeControllerManager", "kubeScheduler", "kubeProxy"):
         assert values[component]["enabled"] is False, component
     assert values["prometheus"]["prometheusSpec"]["serviceMonitorSelectorNilUsesHelmValues"] is False

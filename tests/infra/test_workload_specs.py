@@ -166,7 +166,7 @@ def test_gpu_serving_uses_the_gpu_image_and_the_gpu_batching_profile():
     settings = config.Serving(
         model_source=config.ModelSource(kind="pvc", base="/models", claim_name="m"), gpu=True
     )
-    assert serving.serving_image(settings) == "tensorflow/serving:2.19.1-gpu"
+    assert serving.serving_image(settings) == "tensorflow/serving:2.21.0-gpu"
     batching = tfs_config.parse_batching_parameters(serving.config_files(settings)[serving.BATCHING_FILE])
     assert batching.max_batch_size == 512
 
@@ -243,7 +243,8 @@ def test_cpu_autoscaling_is_a_horizontal_pod_autoscaler():
 def test_spec_modules_are_pure_and_import_neither_pulumi_nor_ml_frameworks():
     code = (
         "import sys, infra.specs.serving, infra.specs.training, infra.specs.gpu, infra.specs.monitoring, "
-        "infra.specs.inventory, infra.specs.network, infra.specs.streaming, infra.specs.cloud_init\n"
+        "infra.specs.inventory, infra.specs.network, infra.specs.streaming, infra.specs.cloud_init, "
+        "infra.specs.argo, infra.specs.workflow, infra.specs.pipeline, infra.config\n"
         "bad = [m for m in ('pulumi', 'tensorflow', 'torch') if m in sys.modules]\n"
         "assert not bad, bad"
     )
@@ -251,3 +252,10 @@ def test_spec_modules_are_pure_and_import_neither_pulumi_nor_ml_frameworks():
         [sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_tf_serving_is_the_release_of_the_tensorflow_that_exports_the_models():
+    """TF Serving loads what a TensorFlow of its own version or older wrote; the pin follows the exporter."""
+    import importlib.metadata
+
+    assert config.Serving().image.rsplit(":", 1)[1] == importlib.metadata.version("tensorflow")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from workloads.core import logs
+from workloads.core import logs, signals
 from workloads.core.settings import CommandConfig, non_empty, option, positive, tcp_port
 from workloads.serving import tfs_config
 from workloads.serving.client import RestClient, RetryPolicy
@@ -102,7 +102,7 @@ def run(config: Config) -> int:
         version_refresh_s=config.version_refresh_seconds,
     )
     metrics = WorkerMetrics()
-    stop = kafka.stop_on_signals()
+    stop = signals.stop_on_signals("the current batch")
     metrics_port = kafka.start_metrics_server(metrics.registry, config.metrics_host, config.metrics_port)
     consumer = Consumer(kafka.consumer_settings(config.bootstrap_servers, config.group_id, extra))
     producer = Producer(kafka.producer_settings(config.bootstrap_servers, extra))

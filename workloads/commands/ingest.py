@@ -1,8 +1,11 @@
 """Convert Fashion-MNIST into shards: the IDX files at --data (gzipped or not; a local path, s3://,
-hdfs:// or webhdfs:// URL), or, without --data, deterministic synthetic Fashion-MNIST.
+hdfs:// or webhdfs:// URL), or, without --data (or with an empty --data=), deterministic synthetic
+Fashion-MNIST.
 
 Writes OUTPUT/train/ and OUTPUT/test/, each a shard directory with a manifest (see
 docs/interfaces.md, "Shard format"). Re-running with the same source and settings does nothing.
+--digest-output writes the dataset's content digest (what the Argo workflow keys its memoized trials
+on): the same records give the same digest, however often they are ingested; other records another.
 
 The manifests carry the dataset's class names: --class-names, or else Fashion-MNIST's for synthetic
 data and for the Fashion-MNIST release (recognised by its label files' content), and the label
@@ -17,7 +20,7 @@ import logging
 from workloads.core import logs, storage
 from workloads.core.settings import CommandConfig, non_negative, option, positive
 from workloads.data import datasets
-from workloads.data.shards import DEFAULT_SHARD_SIZE
+from workloads.data.shards import DEFAULT_SHARD_SIZE, Manifest
 
 HELP = "convert Fashion-MNIST IDX files (or synthetic data) into checksummed shards"
 log = logging.getLogger(__name__)
@@ -27,7 +30,9 @@ log = logging.getLogger(__name__)
 class Config(CommandConfig):
     output: str = option(help="dataset directory to write train/ and test/ shards into (path or URL)")
     data: str | None = option(
-        None, help="directory (path or URL) of the four Fashion-MNIST IDX files; none = synthetic"
+        None,
+        help="directory (path or URL) of the four Fashion-MNIST IDX files; none or empty (--data=, for "
+        "callers that cannot leave a flag out, such as an Argo template) = synthetic",
     )
     shard_size: int = option(
         DEFAULT_SHARD_SIZE,
@@ -47,23 +52,40 @@ class Config(CommandConfig):
         metavar="NAME,...",
     )
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// (sets AWS_ENDPOINT_URL)")
+    digest_output: str | None = option(
+        None,
+        help="file (path or URL) to write the dataset's content digest to, atomically: one line of hex "
+        "without a line break; none = do not write",
+    )
 
 
 def run(config: Config) -> int:
     storage.set_s3_endpoint(config.s3_endpoint)
+    manifests = _ingest(config)
+    _report(config, manifests)
+    if config.digest_output:
+        digest = datasets.dataset_digest(manifests)
+        storage.publish_bytes(config.digest_output, digest.encode())
+        log.info("dataset digest %s", digest, extra=logs.fields(path=config.digest_output, digest=digest))
+    return 0
+
+
+def _ingest(config: Config) -> dict[str, Manifest]:
     if config.data:
-        manifests = datasets.ingest_idx(
+        return datasets.ingest_idx(
             config.data, config.output, shard_size=config.shard_size, class_names=config.class_names
         )
-    else:
-        manifests = datasets.ingest_synthetic(
-            config.output,
-            train_records=config.synthetic_train,
-            test_records=config.synthetic_test,
-            seed=config.seed,
-            shard_size=config.shard_size,
-            class_names=config.class_names,
-        )
+    return datasets.ingest_synthetic(
+        config.output,
+        train_records=config.synthetic_train,
+        test_records=config.synthetic_test,
+        seed=config.seed,
+        shard_size=config.shard_size,
+        class_names=config.class_names,
+    )
+
+
+def _report(config: Config, manifests: dict[str, Manifest]) -> None:
     for split, manifest in manifests.items():
         log.info(
             "%s: %d records in %d shards",
@@ -74,4 +96,3 @@ def run(config: Config) -> int:
         )
     names = datasets.class_names(manifests["train"])
     log.info("class names: %s", ", ".join(names), extra=logs.fields(class_names=list(names)))
-    return 0

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import os
 
-from workloads.core import logs
+from workloads.core import logs, signals
 from workloads.core.settings import CommandConfig, at_most, non_empty, option, positive, tcp_port
 from workloads.data.shards import DEFAULT_SHARD_SIZE
 from workloads.streaming import kafka
@@ -77,7 +77,7 @@ def run(config: Config) -> int:
         dlq_topic=config.dlq_topic,
     )
     metrics = IngestMetrics()
-    stop = kafka.stop_on_signals()
+    stop = signals.stop_on_signals("the current batch")
     consumer = Consumer(kafka.consumer_settings(config.bootstrap_servers, config.group_id, extra))
     producer = (
         Producer(kafka.producer_settings(config.bootstrap_servers, extra)) if config.dlq_topic else None

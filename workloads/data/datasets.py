@@ -126,6 +126,16 @@ def class_names(manifest: Manifest) -> tuple[str, ...]:
     return numbered_class_names(manifest.num_classes)
 
 
+def dataset_digest(manifests: Mapping[str, Manifest], length: int = 20) -> str:
+    """A short hex digest of a dataset's records: over each split's :meth:`Manifest.content_digest`,
+    by split name. The same records give the same digest however often they are ingested; any changed
+    record, or a split added or removed, changes it. Metadata (sources, class names) is left out."""
+    digest = hashlib.sha256()
+    for split in sorted(manifests):
+        digest.update(f"{split} {manifests[split].content_digest}\n".encode())
+    return digest.hexdigest()[:length]
+
+
 def dataset_class_names(url: str) -> tuple[str, ...]:
     """The class names of a dataset directory or shard directory (read from its manifest)."""
     splits = resolve_splits(url)

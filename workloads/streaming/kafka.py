@@ -1,13 +1,11 @@
-"""What the Kafka services (``infer-worker``, ``stream-ingest``) share: client settings, consumer lag,
-stop signals and the metrics endpoint. confluent-kafka and prometheus-client are imported here only."""
+"""What the Kafka services (``infer-worker``, ``stream-ingest``) share: client settings, consumer lag and
+the metrics endpoint. confluent-kafka and prometheus-client are imported here only."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import signal
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -115,19 +113,6 @@ class LagReporter:
         for partition in partitions:
             with contextlib.suppress(KeyError):  # never had a sample
                 self.gauge.remove(str(partition.partition))
-
-
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT: the service finishes its current batch, then stops."""
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("received %s; finishing the current batch", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handler)
-    return stop
 
 
 def start_metrics_server(registry, host: str, port: int | None) -> int | None:

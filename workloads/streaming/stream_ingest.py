@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from workloads.core import logs
+from workloads.core import logs, storage
 from workloads.core.errors import DataError
 from workloads.streaming import ingest_messages
 from workloads.streaming.inference_messages import PoisonMessage, dead_letter_message
@@ -83,6 +83,19 @@ class IngestMetrics:
         )
 
 
+def _refuse_batch_dataset(url: str) -> None:
+    """A batch dataset's own directory is not a stream's: a manifest there would hide its train/ and test/."""
+    from workloads.data.shards import MANIFEST_NAME
+
+    for split in ("train", "test"):
+        if storage.exists(storage.join(url, split, MANIFEST_NAME)):
+            raise DataError(
+                url,
+                f"is a batch dataset (it has {split}/); stream-ingest writes a shard directory of its own: "
+                f"give one such as {url.rstrip('/')}-stream/train/",
+            )
+
+
 class StreamIngester:
     def __init__(
         self, settings: IngestSettings, consumer: Any, producer: Any | None, metrics: IngestMetrics
@@ -93,6 +106,7 @@ class StreamIngester:
         self.consumer = consumer
         self.producer = producer  # only for dead letters
         self.metrics = metrics
+        _refuse_batch_dataset(settings.output)
         self.writer = ShardWriter(
             settings.output, shard_size=settings.shard_size, num_classes=settings.num_classes
         )

@@ -201,7 +201,11 @@ class CheckpointStore:
             root = storage.local_path(self.url)
             return [p.name for p in root.glob("step-*") if p.is_dir()] if root.exists() else []
         fs, path = storage.filesystem(self.url)
-        return [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if "/step-" in p]
+        try:
+            listed = fs.ls(path, detail=False)
+        except FileNotFoundError:  # no checkpoint yet (HDFS says so; object stores list nothing)
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed if "/step-" in p]
 
     def set_aside(self) -> str | None:
         """Moves ``latest.json`` and every step directory into ``superseded/`` (chief only, before its

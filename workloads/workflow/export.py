@@ -18,7 +18,9 @@ names in the manifest of the dataset the model was trained on (``training.json``
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import pathlib
@@ -41,6 +43,8 @@ from workloads.serving.tfs_config import MODEL_NAME
 from workloads.workflow import promote
 
 WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
+# Which trained model a promoted version was exported from (see provenance()).
+PROVENANCE_FILE = pathlib.Path("assets.extra") / "provenance.json"
 log = logging.getLogger(__name__)
 
 
@@ -207,13 +211,34 @@ def promote_trained_model(
     model = trained_model.load_model(trained_url)
     images = _warmup_images(warmup_data)
     names = trained_class_names(trained_url, warmup_data)
-    return promote.promote(
-        lambda directory: export_saved_model(
-            model, directory, model_name=model_name, warmup_images=images, class_names=names
-        ),
-        base_url,
-        model_name,
-    )
+    source = json.dumps(provenance(trained_url), indent=1)
+
+    def build(directory: pathlib.Path) -> None:
+        export_saved_model(model, directory, model_name=model_name, warmup_images=images, class_names=names)
+        (directory / PROVENANCE_FILE).write_text(source)
+
+    return promote.promote(build, base_url, model_name)
+
+
+def provenance(trained_url: str) -> dict[str, str]:
+    """Which trained model an export comes from: its URL and the digest of its training record (which a
+    new training run rewrites, so a model trained again in the same directory is another model)."""
+    from workloads.training import trained_model
+
+    record = storage.read_bytes(storage.join(trained_url, trained_model.METADATA_FILE))
+    return {"trained_model": trained_url, "training_record_sha256": hashlib.sha256(record).hexdigest()}
+
+
+def newest_version_if_from(trained_url: str, base_url: str, model_name: str) -> int | None:
+    """The store's newest version of ``model_name`` if it was promoted from ``trained_url`` as it is now."""
+    model_url = storage.join(base_url, model_name)
+    existing = promote.versions(model_url)
+    if not existing:
+        return None
+    recorded = storage.join(model_url, str(existing[-1]), str(PROVENANCE_FILE))
+    if not storage.exists(recorded) or json.loads(storage.read_bytes(recorded)) != provenance(trained_url):
+        return None
+    return existing[-1]
 
 
 def export_trained_model(

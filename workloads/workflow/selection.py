@@ -5,6 +5,10 @@ Each is evaluated on the same records with the same code; the ranking metric is 
 (``accuracy`` and ``macro_f1`` higher is better, ``loss`` lower is better) and ties are broken by
 the run name, so the same inputs always select the same winner. Each row also has the accuracy on
 each class, keyed by the held-out dataset's class names (``datasets.class_names``).
+
+In the Argo workflow the candidates are the trials of the grid (:func:`grid_candidates`), some of which
+may have failed: :func:`find_candidates` with ``min_found`` skips those and refuses to select from too
+few. What was promoted is handed on as a :class:`Promotion` (JSON), which ``verify-serving`` reads.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from workloads.data import datasets
 from workloads.data.sampling import sequential_batches
 from workloads.data.shards import ShardSet
 from workloads.training import trained_model
+from workloads.workflow import argo
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +59,104 @@ class Row:
     class_accuracy: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
 
-def find_candidates(urls: Sequence[str]) -> list[Candidate]:
-    """Trained-model directories among ``urls`` and one level below them (a search's ``trials/*/model``)."""
+@dataclasses.dataclass(frozen=True)
+class Promotion:
+    """What ``select`` promoted (``--promoted-output``, the workflow's ``promoted`` output): the version
+    TF Serving is to serve, the run it came from, and its held-out accuracy on ``data``."""
+
+    model_name: str
+    version: int
+    url: str
+    run_name: str
+    metric: str  # the ranking metric's name
+    accuracy: float
+    data: str  # the held-out shards the accuracy was measured on
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, text: str) -> Promotion:
+        """Raises ``ValueError`` saying what is wrong with ``text``."""
+        data = _load_json(text)
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, dict) or not set(names) <= set(data):
+            raise ValueError(
+                f"must be a JSON object of {', '.join(names)} (as select --promoted-output writes)"
+            )
+        problems = [problem for name in names if (problem := _promotion_problem(name, data[name]))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return cls(**{name: data[name] for name in names})
+
+
+def _promotion_problem(name: str, value: Any) -> str | None:
+    if name == "version":
+        good = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        return None if good else f"version must be a whole number of at least 1, got {value!r}"
+    if name == "accuracy":
+        good = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+        return None if good else f"accuracy must be a number between 0 and 1, got {value!r}"
+    return None if isinstance(value, str) else f"{name} must be a string, got {value!r}"
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"is not JSON: {error}") from None
+
+
+def grid_candidates(grid: str, runs: str) -> list[str]:
+    """The trained-model directory of every trial of ``grid`` (the workflow's JSON list of
+    :meth:`argo.Point.item`), under ``runs``; ``ValueError`` saying what is wrong with ``grid``."""
+    items = _load_json(grid)
+    if not isinstance(items, list) or not items:
+        raise ValueError("must be a non-empty JSON list of grid items (as the workflow command renders it)")
+    keys = [item["key"] for item in items if isinstance(item, dict) and isinstance(item.get("key"), str)]
+    if len(keys) != len(items) or not all(keys):
+        raise ValueError('every item must be a JSON object with a "key" string')
+    return [f"{argo.trial_dir(runs, key)}/model" for key in keys]
+
+
+def find_candidates(urls: Sequence[str], min_found: int | None = None) -> list[Candidate]:
+    """Trained-model directories among ``urls`` and below them (a search's ``trials/*/model``).
+
+    ``min_found`` None: every URL must exist. A number: URLs without a trained model (a failed trial)
+    are skipped with a warning each, and fewer than ``min_found`` models found is an error.
+    """
     found: dict[str, Candidate] = {}
+    missing = []
     for url in urls:
-        for candidate_url in _trained_dirs(url):
-            found[candidate_url] = Candidate(candidate_url, trained_model.read_record(candidate_url))
+        dirs = _trained_dirs(url, must_exist=min_found is None)
+        if not dirs:
+            missing.append(url)
+        found.update({d: Candidate(d, trained_model.read_record(d)) for d in dirs})
+    if min_found is not None:
+        _check_enough(len(found), min_found, missing)
     if not found:
         raise WorkloadError(f"no trained models (directories with training.json) under {list(urls)}")
     return sorted(found.values(), key=lambda c: c.record.run_name)
 
 
-def _trained_dirs(url: str) -> list[str]:
+def _check_enough(found: int, min_found: int, missing: Sequence[str]) -> None:
+    for url in missing:
+        log.warning("skipping candidate %s: no trained model there (a failed trial?)", url)
+    if found < min_found:
+        raise WorkloadError(
+            f"--min-candidates {min_found}: found {found} trained model(s), fewer than {min_found}; "
+            f"missing: {', '.join(missing) or 'none'}; nothing was promoted"
+        )
+
+
+def _trained_dirs(url: str, must_exist: bool = True) -> list[str]:
     if trained_model.is_trained_model(url):
         return [url]
     fs, path = storage.filesystem(url)
     if not fs.exists(path):
-        raise WorkloadError(f"{url} does not exist")
+        if must_exist:
+            raise WorkloadError(f"{url} does not exist")
+        return []
     pattern = path.rstrip("/") + "/**/" + trained_model.METADATA_FILE
     return sorted(storage.url_of(url, match.rsplit("/", 1)[0]) for match in fs.glob(pattern))
 

@@ -13,6 +13,9 @@ import requests
 
 from tests.workloads.serving.processes import start_service, wait_until
 from tests.workloads.streaming.kafka import StreamKafka
+from tests.workloads.support import run_workloads
+from tests.workloads.test_storage_errors import error_line
+from workloads.data import datasets
 from workloads.data.shards import MANIFEST_NAME, ShardSet
 from workloads.serving import payloads
 from workloads.streaming.ingest_messages import record_message
@@ -201,3 +204,21 @@ def test_records_expired_by_retention_while_the_ingester_was_down_are_counted_an
     assert sorted(indices) == [*range(40), *range(100, 200)]
     assert 'mlstack_ingest_rejected_total{reason="expired"} 60.0' in metrics
     assert "60 records (offsets 40-99) were deleted by Kafka's retention" in second.log()
+
+
+@pytest.mark.xdist_group("ingest")
+@pytest.mark.slow
+def test_a_batch_datasets_own_directory_is_refused_so_its_splits_stay_visible(kafka, tmp_path):
+    dataset = tmp_path / "dataset"
+    made = run_workloads(
+        "ingest", "--output", str(dataset), "--synthetic-train", "8", "--synthetic-test", "8"
+    )
+    assert made.returncode == 0, made.stderr
+    result = run_workloads(
+        "stream-ingest", "--bootstrap-servers", kafka.bootstrap, "--topic", kafka.names.ingest,
+        "--group-id", kafka.names.ingest_group, "--output", str(dataset), "--metrics-port", "0", timeout=120,
+    )  # fmt: skip
+    line = error_line(result)
+    assert str(dataset) in line and "is a batch dataset" in line and f"{dataset}-stream/train/" in line
+    assert not (dataset / MANIFEST_NAME).exists()
+    assert datasets.check_splits(str(dataset), ("train", "test")).test == str(dataset / "test")

@@ -8,6 +8,7 @@ what the role's units, configuration and firewall let them do.
 import json
 import shlex
 
+import jinja2
 import pytest
 from conftest import checked, inventory_host, inventory_hosts, role_defaults
 
@@ -17,8 +18,12 @@ testinfra_hosts = sorted(set(NAMENODES + DATANODES))
 assert NAMENODES and DATANODES, "the scenario inventory has no HDFS hosts"
 NAME_DIR = "/var/lib/hdfs-name"
 DATA_DIR = "/var/lib/hdfs-data"
-# The scenario keeps the role's directories (molecule.yml does not set hdfs_directories).
-DIRECTORIES = role_defaults("hdfs")["hdfs_directories"]
+# The scenario keeps the role's directories (molecule.yml does not set hdfs_directories), their owners as
+# the role renders them.
+DIRECTORIES = [
+    {**entry, "owner": jinja2.Template(entry["owner"]).render(role_defaults("hdfs"))}
+    for entry in role_defaults("hdfs")["hdfs_directories"]
+]
 # The durable default 3, lowered to the number of DataNodes.
 REPLICATION = min(3, len(DATANODES))
 # systemd's "Started <unit>" message (SD_MESSAGE_UNIT_STARTED): one per start of a unit, restarts included.
