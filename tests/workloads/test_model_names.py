@@ -22,6 +22,8 @@ OTHER_FLAGS = {
     "predict": [],
     "loadtest": [],
     "infer-worker": [],
+    "verify-serving": ["--promoted", "{{}}", "--data", "{tmp}/data"],
+    "mirror-models": ["--model-store", "{base}", "--target", "{tmp}/volume"],
 }
 
 

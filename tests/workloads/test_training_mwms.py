@@ -7,7 +7,6 @@ test_pipeline.py; here are the failure paths.
 import json
 import os
 import pathlib
-import resource
 import shutil
 import signal
 import subprocess
@@ -163,12 +162,15 @@ def test_an_unknown_model_is_rejected_with_the_valid_names(tmp_path, small_datas
     )
 
 
-def _limit_file_size(max_bytes: int):
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-
-    return apply
+def _with_file_size_limit(max_bytes: int, *args: str) -> subprocess.CompletedProcess:
+    """``python -m workloads ARGS`` whose files cannot grow past ``max_bytes``: a write beyond fails with
+    EFBIG (SIGXFSZ ignored). Set by a shell and prlimit between fork and exec, not a preexec_fn: Python code
+    there can deadlock when this process has threads (other tests' servers)."""
+    limited = ["sh", "-c", 'trap "" XFSZ; exec prlimit --fsize="$0" -- "$@"', str(max_bytes)]
+    return subprocess.run(
+        [*limited, sys.executable, "-m", "workloads", *args],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -187,7 +189,7 @@ def test_a_checkpoint_write_that_fails_midway_exits_nonzero_and_the_previous_che
     assert CheckpointStore(str(checkpoints)).latest().step == 32
 
     # The disk "fills up" while the next checkpoint is written: any file beyond 100 kB fails (EFBIG).
-    failing = run_workloads(*common, "--epochs", "2", preexec_fn=_limit_file_size(100_000))
+    failing = _with_file_size_limit(100_000, *common, "--epochs", "2")
     assert failing.returncode == 1
     (error,) = error_lines(failing.stderr)
     assert "checkpoint for step 48 could not be written" in error
