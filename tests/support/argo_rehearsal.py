@@ -33,7 +33,6 @@ real cluster shows (scheduling, RBAC, images, the operator's own reconciling) is
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import pathlib
@@ -426,7 +425,3 @@ def _task_outputs(results: Mapping[str, Node]) -> dict[str, str]:
 
 def _tail(path: pathlib.Path, lines: int = 5) -> str:
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat()

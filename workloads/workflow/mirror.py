@@ -22,6 +22,7 @@ import os
 import pathlib
 import shutil
 import threading
+from collections.abc import Callable
 
 from workloads.core import fsutil, logs, storage
 from workloads.core.errors import WorkloadError
@@ -91,7 +92,11 @@ def _clean_leftovers(directory: pathlib.Path) -> None:
 
 
 def mirror_forever(
-    model_url: str, directory: pathlib.Path, interval_s: float, stop: threading.Event, on_poll=None
+    model_url: str,
+    directory: pathlib.Path,
+    interval_s: float,
+    stop: threading.Event,
+    on_poll: Callable[[Changes], None] | None = None,
 ) -> None:
     """Polls every ``interval_s`` until ``stop`` is set; a failed poll is a warning, not the end."""
     while not stop.is_set():
