@@ -99,6 +99,7 @@ if uses_keda:
 TfServing(
     "serving",
     config.serving,
+    images=config.images,
     node_cidr=config.node_cidr,
     crds=[monitoring.release, *autoscalers],
     opts=after_namespaces,

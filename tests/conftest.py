@@ -1,8 +1,13 @@
-"""Suite-wide rules: markers that need hardware or a cluster skip with the reason, never silently."""
+"""Suite-wide rules (markers that need hardware or a cluster skip with the reason, never silently) and the
+fixtures of more than one tree: a real S3 endpoint."""
 
 import os
+import pathlib
 import shutil
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -45,3 +50,32 @@ def pick_free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 wire-protocol endpoint (moto_server) on a free loopback port, for the whole session."""
+    port = pick_free_port()
+    server = subprocess.Popen(
+        [str(pathlib.Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    import requests
+
+    # On a loaded machine the first answer can take seconds (moto imports, and compiles, its services on
+    # first use): a timed-out probe is retried like a refused connection, until the deadline.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(endpoint, timeout=5)
+            break
+        except (requests.ConnectionError, requests.Timeout):
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"moto_server did not answer on {endpoint} within 60 s") from None
+            time.sleep(0.2)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)

@@ -21,6 +21,7 @@ from infra.specs import (
     argo,
     data,
     gpu,
+    model_store,
     monitoring,
     namespaces,
     pipeline,
@@ -272,12 +273,14 @@ class TfServing(_Platform):
         self,
         name: str,
         settings: Serving,
+        images: Images,
         node_cidr: str,
         crds: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``images``: the model mirror's (our workloads image), when the store is not a PVC."""
         super().__init__("mlstack:serving:TfServing", name, opts)
-        self._declare(serving.objects(settings, node_cidr), crds=crds)
+        self._declare(serving.objects(settings, images, node_cidr), crds=crds)
         self.register_outputs({"grpc": f"{serving.HOST}:{ports.TFS_GRPC}", "rest": serving.REST_URL})
 
 
@@ -345,12 +348,9 @@ class Workflows(_Platform):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:workflow:Workflows", name, opts)
-        if serving_settings.model_source.kind == "pvc":
-            pulumi.log.warn(
-                "serving.modelSource is a PVC, which the workflow's steps do not mount: submissions must "
-                "give --model-store (a URL that lands in that volume) for the promotion to reach TF Serving"
-            )
-        runner = self._declare(argo.runner_objects(node_cidr))
+        # The training namespace reaches HDFS and HTTPS already; an S3 endpoint may listen elsewhere.
+        store = model_store.object_storage_policies(serving_settings.model_source, namespaces.TRAINING)
+        runner = self._declare([*argo.runner_objects(node_cidr), *store])
         specs = pipeline.objects(settings, serving_settings, images)
         self._declare(specs, depends_on=runner, crds=crds)
         self.register_outputs({"objects": [f"{spec['kind']}/{spec['metadata']['name']}" for spec in specs]})

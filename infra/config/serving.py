@@ -10,10 +10,11 @@ from infra.config import checks
 from infra.config.fields import Fields, resources
 from infra.config.keys import REQUIRED
 from infra.config.settings import Autoscaling, ModelSource, Serving
+from infra.specs.namespaces import SERVING, TRAINING
+from workloads.core.storage import S3_CREDENTIAL_ENV
 
 _S3_ONLY = ("s3Endpoint", "s3Region", "credentialsSecret")
-# The stock TF Serving image, which has no Hadoop client.
-_STOCK_TF_SERVING = re.compile(r"^(docker\.io/)?tensorflow/serving[:@]")
+_S3_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
 
 
 def read_serving(top: Fields) -> Serving:
@@ -55,10 +56,16 @@ def _model_source(obj: Fields) -> ModelSource:
         kind=kind,
         base=fields.string("base", _default_model_base(kind), check=lambda v: _model_base(kind, v)),
         claim_name=fields.string("claimName", "" if kind != "pvc" else REQUIRED, check=_claim_check(kind)),
-        s3_endpoint=fields.string("s3Endpoint", ""),
+        s3_endpoint=fields.string("s3Endpoint", "", check=_s3_endpoint),
         s3_region=fields.string("s3Region", ""),
-        credentials_secret=fields.string("credentialsSecret", ""),
+        credentials_secret=fields.string("credentialsSecret", "", check=_secret_check(kind)),
     )
+    if kind == "s3" and not source.credentials_secret:
+        raise fields.fail(
+            "credentialsSecret",
+            f"missing; name a Secret holding {' and '.join(S3_CREDENTIAL_ENV)} in {SERVING} and {TRAINING} "
+            "(TF Serving's model mirror and the workflow's steps use it; the stack grants nodes no S3 role)",
+        )
     if kind != "s3":
         for name in _S3_ONLY:
             if fields.given(name):
@@ -79,6 +86,16 @@ def _model_base(kind: str, value: str) -> str | None:
     if kind == "pvc" and not value.startswith("/"):
         return f"{value!r} must be an absolute path inside the volume mount, e.g. /models"
     return None
+
+
+def _s3_endpoint(value: str) -> str | None:
+    if not value or _S3_ENDPOINT.match(value):
+        return None
+    return f"{value!r} must be an http(s)://host[:port] URL (no path), e.g. http://minio.example:9000"
+
+
+def _secret_check(kind: str) -> Callable[[str], str | None]:
+    return lambda value: checks.dns_label(value) if kind == "s3" and value else None
 
 
 def _claim_check(kind: str) -> Callable[[str], str | None]:
@@ -119,12 +136,6 @@ def _autoscaling(obj: Fields) -> Autoscaling:
 
 
 def _check_serving(obj: Fields, serving: Serving) -> None:
-    if serving.model_source.kind == "hdfs" and _STOCK_TF_SERVING.match(serving.image):
-        raise obj.fail(
-            "image",
-            f"{serving.image} cannot read hdfs:// (the stock image has no Hadoop libhdfs or JRE); give an image "
-            "built on it with the Hadoop client, or use modelSource kind s3 or pvc",
-        )
     if serving.min_replicas > serving.max_replicas:
         raise obj.fail(
             "minReplicas",

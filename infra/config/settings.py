@@ -157,13 +157,13 @@ class ModelSource:
     base: str
     """``hdfs://`` or ``s3://`` URL, or a directory inside the PVC, that holds the model directory."""
     claim_name: str = ""
-    """PersistentVolumeClaim (``pvc``) mounted read-only."""
+    """PersistentVolumeClaim (``pvc``, ReadWriteMany): read-only in TF Serving, read-write in the steps."""
     s3_endpoint: str = ""
-    """S3-compatible endpoint URL (empty = AWS)."""
+    """S3-compatible endpoint URL, ``http(s)://host[:port]`` (empty = AWS); its port is the one opened."""
     s3_region: str = ""
     """S3 region."""
     credentials_secret: str = ""
-    """Secret in mlstack-serving with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (``s3``)."""
+    """Secret in mlstack-serving and mlstack-training with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (``s3``)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ RETRAIN = "retrain"
 def defaults(settings: Workflow, serving: Serving) -> WorkflowDefaults:
     """The templates' defaults from the stack's ``workflow`` and ``serving`` settings."""
     return WorkflowDefaults(
-        model_store=serving_specs.model_store(serving.model_source),
+        model_source=serving.model_source,
         serving_url=serving_specs.REST_URL,
         parallelism=settings.parallelism,
         memo_max_age=settings.memo_max_age,

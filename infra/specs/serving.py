@@ -2,9 +2,16 @@
 ScaledObject on a Prometheus query), ServiceMonitor, its config files and its network policies.
 
 The config files come from ``workloads.serving.tfs_config`` (the same renderer the development server
-uses). Readiness is the model's metadata endpoint, which answers only once a version is loaded, and TF
-Serving loads a version only after replaying its warmup requests (``assets.extra/tf_serving_warmup_requests``),
-so a pod takes traffic only when warm.
+uses). TF Serving reads the model store through ``infra.specs.model_store``: a ``pvc`` directly, ``s3://``
+and ``hdfs://`` through the mirror sidecar, a native sidecar (an init container that keeps running) whose
+startup probe holds TF Serving back until the store has been looked at once.
+
+On a first deploy no model exists yet: TF Serving starts (its startup and liveness probes are its gRPC
+port) and stays unready, without restarts, until the first promotion reaches it; the Deployment is not
+awaited by Pulumi (``pulumi.com/skipAwait``), so ``pulumi up`` goes green and the pods turn ready with no
+second run. Readiness is the model's metadata endpoint, which answers only once a version is loaded, and
+TF Serving loads a version only after replaying its warmup requests
+(``assets.extra/tf_serving_warmup_requests``), so a pod takes traffic only when warm.
 """
 
 from __future__ import annotations
@@ -12,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import urllib.parse
 from typing import Any
 
-from infra.config import ModelSource, Serving
-from infra.specs import argo, data, ports
+from infra.config import Images, ModelSource, Resources, Serving
+from infra.specs import argo, model_store, ports
 from infra.specs.monitoring import PROMETHEUS_URL, service_monitor
-from infra.specs.namespaces import SERVING, egress_https, egress_to_nodes, namespace_peer, policy, tcp
+from infra.specs.namespaces import SERVING, namespace_peer, policy, tcp
 from infra.specs.workload import (
     checkov_skips,
     container_security_context,
@@ -31,6 +37,7 @@ from infra.specs.workload import (
     resources,
     scratch_volumes,
     selector,
+    workload_env,
 )
 from workloads.serving import tfs_config
 
@@ -38,7 +45,11 @@ NAME = "tf-serving"
 HOST = f"{NAME}.{SERVING}.svc.cluster.local"
 REST_URL = f"http://{HOST}:{ports.TFS_REST}"
 CONFIG_DIR = "/etc/tfs"
-MODEL_MOUNT = "/models"
+MIRROR = "model-mirror"
+MIRROR_READY_FILE = "/tmp/model-mirror.ready"
+MIRROR_SIZE = "4Gi"
+MIRROR_RESOURCES = Resources(cpu="250m", memory="512Mi")
+SKIP_AWAIT = "pulumi.com/skipAwait"
 MODEL_FILE, BATCHING_FILE, MONITORING_FILE = "models.config", "batching.config", "monitoring.config"
 REQUEST_RATE_QUERY = (
     f'sum(rate(:tensorflow:serving:request_count{{model_name="{tfs_config.MODEL_NAME}"}}[2m]))'
@@ -48,16 +59,6 @@ P99_LATENCY_QUERY = (
     "histogram_quantile(0.99, sum by (le) (rate(:tensorflow:serving:request_latency_bucket"
     f'{{model_name="{tfs_config.MODEL_NAME}",API="predict"}}[2m]))) / 1000'
 )
-
-
-def model_store(source: ModelSource) -> str:
-    """The base under which TF Serving finds ``<model name>/<version>/`` (and promotion writes them)."""
-    return (source.base or data.MODELS) if source.kind == "hdfs" else source.base
-
-
-def model_base_path(source: ModelSource) -> str:
-    """Where TF Serving looks for ``<version>/`` directories of the model."""
-    return f"{model_store(source).rstrip('/')}/{tfs_config.MODEL_NAME}"
 
 
 def cpu_cores(quantity: str) -> int:
@@ -70,7 +71,7 @@ def cpu_cores(quantity: str) -> int:
 def config_files(serving: Serving) -> dict[str, str]:
     model = tfs_config.ServedModel(
         name=tfs_config.MODEL_NAME,
-        base_path=model_base_path(serving.model_source),
+        base_path=model_store.served_base_path(serving.model_source),
         versions=serving.versions,
         labels=serving.labels,
     )
@@ -102,27 +103,7 @@ def tf_serving_args() -> list[str]:
     ]
 
 
-def _storage_env(source: ModelSource) -> list[dict[str, Any]]:
-    if source.kind != "s3":
-        return []
-    env: list[dict[str, Any]] = []
-    if source.s3_region:
-        env.append({"name": "AWS_REGION", "value": source.s3_region})
-    if source.s3_endpoint:
-        endpoint = urllib.parse.urlsplit(source.s3_endpoint)
-        env += [
-            {"name": "S3_ENDPOINT", "value": endpoint.netloc or endpoint.path},
-            {"name": "S3_USE_HTTPS", "value": "0" if endpoint.scheme == "http" else "1"},
-        ]
-    if source.credentials_secret:
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            env.append(
-                {"name": key, "valueFrom": {"secretKeyRef": {"name": source.credentials_secret, "key": key}}}
-            )
-    return env
-
-
-def objects(serving: Serving, node_cidr: str) -> list[dict[str, Any]]:
+def objects(serving: Serving, images: Images, node_cidr: str) -> list[dict[str, Any]]:
     """Every object of the serving component."""
     files = config_files(serving)
     return [
@@ -138,7 +119,7 @@ def objects(serving: Serving, node_cidr: str) -> list[dict[str, Any]]:
             "metadata": metadata(NAME, SERVING, "serving"),
             "automountServiceAccountToken": False,
         },
-        deployment(serving, config_hash(files)),
+        deployment(serving, images, config_hash(files)),
         service(),
         {
             "apiVersion": "policy/v1",
@@ -164,7 +145,7 @@ def objects(serving: Serving, node_cidr: str) -> list[dict[str, Any]]:
                 {"from": [argo.step_pods_peer()], "ports": tcp(ports.TFS_REST)},
             ],
         ),
-        *_storage_policies(serving.model_source, node_cidr),
+        *model_store.egress_policies(serving.model_source, SERVING, node_cidr),
     ]
 
 
@@ -173,25 +154,19 @@ def config_hash(files: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(files.items())).encode()).hexdigest()
 
 
-def _storage_policies(source: ModelSource, node_cidr: str) -> list[dict[str, Any]]:
-    """Egress to where the models are: HDFS on the nodes, or object storage over HTTPS (a PVC needs none)."""
-    if source.kind == "hdfs":
-        return [
-            egress_to_nodes(
-                "allow-hdfs", SERVING, node_cidr, (ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA)
-            )
-        ]
-    if source.kind == "s3":
-        return [egress_https("allow-object-storage", SERVING)]
-    return []
-
-
-def deployment(serving: Serving, config_hash: str) -> dict[str, Any]:
+def deployment(serving: Serving, images: Images, config_hash: str) -> dict[str, Any]:
     image = serving_image(serving)
     volumes, mounts = _volumes(serving.model_source)
-    skips = image_checkov_skips(image)
-    if serving.model_source.credentials_secret:
-        skips["CKV_K8S_35"] = "TF Serving's S3 filesystem reads credentials from environment variables only"
+    source = serving.model_source
+    skips = (
+        image_checkov_skips(image, images.workloads())
+        if model_store.is_mirrored(source)
+        else image_checkov_skips(image)
+    )
+    if source.kind == "s3":
+        skips["CKV_K8S_35"] = (
+            "the mirror reads S3 credentials from the environment (boto3's own), as a Secret"
+        )
     pod_spec: dict[str, Any] = {
         "serviceAccountName": NAME,
         "automountServiceAccountToken": False,
@@ -208,12 +183,19 @@ def deployment(serving: Serving, config_hash: str) -> dict[str, Any]:
         "containers": [_container(serving, image, mounts)],
         "volumes": volumes,
     }
+    if model_store.is_mirrored(source):
+        pod_spec["initContainers"] = [_mirror(source, images)]
     if serving.gpu:
         pod_spec.update(gpu_pod_fields())
+    annotations = {
+        **checkov_skips(skips),
+        # No model exists before the first promotion: `pulumi up` does not wait for ready pods.
+        SKIP_AWAIT: "true",
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {**metadata(NAME, SERVING, "serving"), "annotations": checkov_skips(skips)},
+        "metadata": {**metadata(NAME, SERVING, "serving"), "annotations": annotations},
         "spec": {
             # No `replicas`: the autoscaler owns it (a declared count would fight every scaling decision).
             "selector": {"matchLabels": selector(NAME)},
@@ -230,20 +212,23 @@ def deployment(serving: Serving, config_hash: str) -> dict[str, Any]:
 
 
 def _volumes(source: ModelSource) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Scratch space, the config files and, for a ``pvc`` source, the models (read-only)."""
+    """Scratch space, the config files, and the models: the mirror's volume or the claim (read-only)."""
     volumes, mounts = scratch_volumes()
     volumes.append({"name": "config", "configMap": {"name": f"{NAME}-config"}})
     mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
-    if source.kind == "pvc":
-        volumes.append(
-            {"name": "models", "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}}
+    if model_store.is_mirrored(source):
+        volumes.append({"name": model_store.MIRROR_VOLUME, "emptyDir": {"sizeLimit": MIRROR_SIZE}})
+        mounts.append(
+            {"name": model_store.MIRROR_VOLUME, "mountPath": model_store.MIRROR_DIR, "readOnly": True}
         )
-        mounts.append({"name": "models", "mountPath": source.base, "readOnly": True})
-    return volumes, mounts
+    claim_volumes, claim_mounts = model_store.claim_volume(source, read_only=True)
+    secret_volumes, _ = model_store.credentials_volume(source)  # the mirror's alone
+    return volumes + claim_volumes + secret_volumes, mounts + claim_mounts
 
 
 def _container(serving: Serving, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     model_ready = {"path": f"/v1/models/{tfs_config.MODEL_NAME}/metadata", "port": "http"}
+    server_up = {"tcpSocket": {"port": "grpc"}}
     return {
         "name": "tensorflow-serving",
         "image": image,
@@ -254,14 +239,44 @@ def _container(serving: Serving, image: str, mounts: list[dict[str, Any]]) -> di
             {"name": "grpc", "containerPort": ports.TFS_GRPC, "protocol": "TCP"},
             {"name": "http", "containerPort": ports.TFS_REST, "protocol": "TCP"},
         ],
-        "env": _storage_env(serving.model_source),
         "resources": resources(serving.resources.cpu, serving.resources.memory, gpus=1 if serving.gpu else 0),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
-        # Loading and warming a version can take minutes; readiness then gates traffic on a warm model.
-        "startupProbe": {"httpGet": model_ready, "periodSeconds": 10, "failureThreshold": 60},
+        # The server is up before any model exists (a first deploy): probes on it never restart a pod that
+        # waits for its first version. Loading and warming a version can take minutes; readiness then gates
+        # traffic on a warm model.
+        "startupProbe": {**server_up, "periodSeconds": 5, "failureThreshold": 60},
         "readinessProbe": {"httpGet": model_ready, "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {**server_up, "periodSeconds": 10, "failureThreshold": 3},
+    }
+
+
+def _mirror(source: ModelSource, images: Images) -> dict[str, Any]:
+    """The native sidecar that mirrors the store into the volume TF Serving reads; TF Serving starts once
+    it has looked at the store (its startup probe), so a wrong endpoint or credential shows here."""
+    image = images.workloads()
+    _, mounts = scratch_volumes()  # the pod's scratch volume, which TF Serving mounts too
+    return {
+        "name": MIRROR,
+        "image": image,
+        "imagePullPolicy": pull_policy(image),
+        # An init container that keeps running beside the others (a Kubernetes native sidecar).
+        "restartPolicy": "Always",
+        "command": ["python", "-m", "workloads", "mirror-models"],
+        "args": model_store.mirror_args(source, MIRROR_READY_FILE),
+        "env": workload_env() + model_store.env(source),
+        "resources": resources(MIRROR_RESOURCES.cpu, MIRROR_RESOURCES.memory),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            *mounts,
+            {"name": model_store.MIRROR_VOLUME, "mountPath": model_store.MIRROR_DIR},
+            *model_store.credentials_volume(source)[1],
+        ],
+        "startupProbe": {
+            "exec": {"command": ["cat", MIRROR_READY_FILE]},
+            "periodSeconds": 5,
+            "failureThreshold": 120,
+        },
     }
 
 

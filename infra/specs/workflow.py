@@ -20,8 +20,8 @@ import dataclasses
 import json
 from typing import Any
 
-from infra.config import Images, Resources, TrainingJob
-from infra.specs import data, ports, training
+from infra.config import Images, ModelSource, Resources, TrainingJob
+from infra.specs import data, model_store, ports, training
 from infra.specs.namespaces import TRAINING
 from infra.specs.workload import (
     checkov_skips,
@@ -50,7 +50,10 @@ class WorkflowDefaults:
 
     dataset: str = data.DATASET_SHARDS
     runs: str = f"{data.MODELS}/runs"
-    model_store: str = data.MODELS
+    model_source: ModelSource = dataclasses.field(
+        default_factory=lambda: ModelSource(kind="hdfs", base=data.MODELS)
+    )
+    """The store promotion writes to (``serving.modelSource``): how steps and trials reach it."""
     serving_url: str = f"http://tf-serving.mlstack-serving.svc.cluster.local:{ports.TFS_REST}"
     parallelism: int = 2
     memo_max_age: str = "720h"
@@ -75,6 +78,7 @@ def workflow_templates(images: Images, defaults: WorkflowDefaults) -> list[dict[
 def workflow_template(framework: str, images: Images, defaults: WorkflowDefaults) -> dict[str, Any]:
     """The WorkflowTemplate of ``framework``'s trials."""
     volumes, _ = scratch_volumes()
+    volumes += model_store.writer_volumes(defaults.model_source)[0]
     return {
         "apiVersion": argo.API_VERSION,
         "kind": "WorkflowTemplate",
@@ -110,7 +114,7 @@ def _parameters(defaults: WorkflowDefaults) -> list[dict[str, Any]]:
         "shard-size": "10000",
         "dataset": defaults.dataset,
         "runs": defaults.runs,
-        "model-store": defaults.model_store,
+        "model-store": model_store.store_url(defaults.model_source),
         "model-name": tfs_config.MODEL_NAME,
         "serving-url": defaults.serving_url,
         "smoke-records": "200",
@@ -161,13 +165,14 @@ def _container(name: str, images: Images, defaults: WorkflowDefaults, args: list
     """A step of ``python -m workloads <name>`` in the workloads image, as every mlstack pod runs."""
     image = images.workloads()
     _, mounts = scratch_volumes()
+    mounts += model_store.writer_volumes(defaults.model_source)[1]
     return {
         "image": image,
         "imagePullPolicy": pull_policy(image),
         "command": ["python", "-m", "workloads", name],
         "args": args,
-        # Caches go to the writable /tmp; the root filesystem is read-only.
-        "env": workload_env(),
+        # Caches go to the writable /tmp (the root filesystem is read-only); the model store's access.
+        "env": workload_env() + model_store.env(defaults.model_source),
         "resources": resources(defaults.step_resources.cpu, defaults.step_resources.memory),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
@@ -261,6 +266,12 @@ def trial_manifest(framework: str, images: Images, defaults: WorkflowDefaults) -
     for spec in job_object["spec"][training.FRAMEWORKS[framework].replica_specs].values():
         # `argo logs` finds the trial's pods by the workflow's label.
         spec["template"]["metadata"]["labels"][WORKFLOW_LABEL] = "{{workflow.name}}"
+        # Trials read and write wherever the submission points them, the model store's S3 included.
+        volumes, mounts = model_store.writer_volumes(defaults.model_source)
+        spec["template"]["spec"]["volumes"] += volumes
+        for container in spec["template"]["spec"]["containers"]:
+            container["env"] += model_store.env(defaults.model_source)
+            container["volumeMounts"] += mounts
     job_object["spec"][training.FRAMEWORKS[framework].replica_specs]["Worker"]["replicas"] = _input(
         "worker-replicas"
     )

@@ -149,15 +149,24 @@ def unwrap(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
-def stack_settings(stack: str) -> dict[str, Any]:
-    """The config the Pulumi CLI would pass: Pulumi.yaml defaults, overridden by Pulumi.<stack>.yaml."""
+def stack_file(stack: str | pathlib.Path) -> pathlib.Path:
+    """``Pulumi.<stack>.yaml`` at the root for a stack name; a path is a stack file anywhere."""
+    return stack if isinstance(stack, pathlib.Path) else ROOT / f"Pulumi.{stack}.yaml"
+
+
+def stack_name(stack: str | pathlib.Path) -> str:
+    return stack.stem.removeprefix("Pulumi.") if isinstance(stack, pathlib.Path) else stack
+
+
+def stack_settings(stack: str | pathlib.Path) -> dict[str, Any]:
+    """The config the Pulumi CLI would pass: Pulumi.yaml defaults, overridden by the stack's file."""
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     values = {
         f"{project['name']}:{key}": declaration["default"]
         for key, declaration in project.get("config", {}).items()
         if "default" in declaration
     }
-    values.update(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
+    values.update(yaml.safe_load(stack_file(stack).read_text())["config"])
     return values
 
 
@@ -170,7 +179,9 @@ def _encode(value: Any) -> str:
 
 
 def run_program(
-    stack: str, overrides: Mapping[str, Any] | None = None, secrets: Mapping[str, str] | None = None
+    stack: str | pathlib.Path,
+    overrides: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> tuple[ProgramRun | None, BaseException | None, FakeCloud]:
     """Runs the program for ``stack`` (plus overridden settings); returns what it declared or raised."""
     values = {**stack_settings(stack), **(overrides or {})}
@@ -178,7 +189,7 @@ def run_program(
     values.update(secrets or {})
     fake = FakeCloud()
     settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(fake, project="mlstack", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(fake, project="mlstack", stack=stack_name(stack), preview=False)
     pulumi.runtime.set_all_config({key: _encode(value) for key, value in values.items()}, list(secrets or {}))
     exports: dict[str, tuple[Any, bool]] = {}
 
@@ -196,4 +207,4 @@ def run_program(
         _sync_await(run_pulumi_func(program))
     except Exception as error:
         return None, error, fake
-    return ProgramRun(stack, list(fake.resources), exports, list(fake.invokes)), None, fake
+    return ProgramRun(stack_name(stack), list(fake.resources), exports, list(fake.invokes)), None, fake

@@ -7,14 +7,12 @@ from typing import Any
 
 import pytest
 
-from infra.config import ModelSource
-from infra.specs import data, monitoring, namespaces, ports, serving, training, versions
+from infra.specs import data, monitoring, namespaces, ports, training, versions
 from infra.specs import workflow as workflow_specs
 from tests.infra.pods import JOB_KINDS, pod_templates
 from tests.infra.program import ProgramRun, run_program, stack_settings
 from workloads import cli
 from workloads.core import settings as core_settings
-from workloads.serving import tfs_config
 from workloads.workflow import argo
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
@@ -256,20 +254,6 @@ def test_the_templates_defaults_come_from_the_stacks_data_serving_and_workflow_s
         )
         assert (defaults["dataset"], defaults["runs"]) == (data.DATASET_SHARDS, f"{data.MODELS}/runs")
         assert spec["parallelism"] == {"aws-example": 2, "baremetal-example": 1}[run.stack]
-
-
-@pytest.mark.parametrize(
-    ("source", "store"),
-    [
-        (ModelSource(kind="hdfs", base=""), data.MODELS),
-        (ModelSource(kind="hdfs", base="hdfs://nn:8020/models/"), "hdfs://nn:8020/models/"),
-        (ModelSource(kind="s3", base="s3://bucket/serving"), "s3://bucket/serving"),
-        (ModelSource(kind="pvc", base="/models", claim_name="models"), "/models"),
-    ],
-)
-def test_tf_serving_reads_the_model_under_the_store_the_workflow_promotes_into(source, store):
-    assert serving.model_store(source) == store
-    assert serving.model_base_path(source) == f"{store.rstrip('/')}/{tfs_config.MODEL_NAME}"
 
 
 def retrain_command_flags(stack: str) -> tuple[dict[str, Any], list[str]]:

@@ -180,9 +180,28 @@ def test_serving_must_say_where_models_come_from(aws):
     )
 
 
-def test_the_stock_tf_serving_image_cannot_read_hdfs(aws):
+def test_the_stock_tf_serving_image_serves_an_hdfs_store_through_the_mirror(aws):
     aws["serving"]["modelSource"] = {"kind": "hdfs"}
-    assert "cannot read hdfs://" in error_for(aws)
+    assert parse(aws).serving.model_source.kind == "hdfs"
+
+
+def test_an_s3_store_needs_the_secret_its_readers_and_writers_share(aws):
+    del aws["serving"]["modelSource"]["credentialsSecret"]
+    message = error_for(aws)
+    assert message.startswith(
+        "mlstack:serving.modelSource.credentialsSecret: missing; name a Secret holding "
+    )
+    assert "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in mlstack-serving and mlstack-training" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("endpoint", ["minio:9000", "http://minio:9000/bucket", "ftp://minio"])
+def test_an_s3_endpoint_is_an_http_url_without_a_path(aws, endpoint):
+    aws["serving"]["modelSource"]["s3Endpoint"] = endpoint
+    assert error_for(aws) == (
+        f"mlstack:serving.modelSource.s3Endpoint: {endpoint!r} must be an http(s)://host[:port] URL (no path), "
+        "e.g. http://minio.example:9000"
+    )
 
 
 def test_a_stack_that_still_lists_training_jobs_is_refused_saying_what_to_do_instead(aws):

@@ -151,12 +151,12 @@ def test_digests_pin_images_when_configured():
 
 
 def test_the_serving_config_files_parse_as_tf_serving_reads_them():
-    source = config.ModelSource(kind="s3", base="s3://bucket/models")
+    source = config.ModelSource(kind="s3", base="s3://bucket/models", credentials_secret="s3")
     files = serving.config_files(
         config.Serving(model_source=source, versions=(3, 4), labels=(("stable", 3),))
     )
     (model,) = tfs_config.parse_model_config(files[serving.MODEL_FILE])
-    assert model.base_path == "s3://bucket/models/fashion_mnist"
+    assert model.base_path == "/models-mirror/fashion_mnist"  # the mirror sidecar's copy of the store
     assert model.versions == (3, 4) and model.labels == (("stable", 3),)
     assert tfs_config.parse_batching_parameters(files[serving.BATCHING_FILE]).num_batch_threads == 2
     assert tfs_config.parse_monitoring_config(files[serving.MONITORING_FILE]) == tfs_config.METRICS_PATH
@@ -177,15 +177,13 @@ def test_tf_serving_is_ready_only_once_its_model_answers_and_loads_its_configs(a
     ]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/fashion_mnist/metadata"
-    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
     args = container["args"]
     for flag in ("--model_config_file=", "--batching_parameters_file=", "--monitoring_config_file="):
         assert any(a.startswith(flag + serving.CONFIG_DIR) for a in args), flag
     assert "--enable_batching=true" in args and "--enable_model_warmup=true" in args
     mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounted[serving.CONFIG_DIR] == "config"
-    env = {e["name"] for e in container["env"]}
-    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= env
+    assert "env" not in container  # the S3 credentials are the mirror sidecar's alone
 
 
 def test_the_pvc_model_source_is_mounted_read_only(baremetal_run: ProgramRun):

@@ -1,51 +1,18 @@
-"""Fixtures for the workloads tests: a real S3 endpoint on loopback, small synthetic datasets, test SavedModels
-and a development server (shared by the serving and streaming tests)."""
+"""Fixtures for the workloads tests: a bucket on the real S3 endpoint (tests/conftest.py), small synthetic
+datasets, test SavedModels and a development server (shared by the serving and streaming tests)."""
 
 from __future__ import annotations
 
 import pathlib
-import subprocess
-import sys
-import time
 import uuid
 
 import pytest
 
-from tests.conftest import pick_free_port
 from tests.workloads.serving.processes import DevServer, start_dev_server
 from tests.workloads.serving.savedmodels import make_test_savedmodel
 from workloads.serving import tfs_config
 
 MODEL = tfs_config.MODEL_NAME
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """A real S3 wire-protocol endpoint (moto_server) on a free loopback port, for the whole session."""
-    port = pick_free_port()
-    server = subprocess.Popen(
-        [str(pathlib.Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    import requests
-
-    # On a loaded machine the first answer can take seconds (moto imports, and compiles, its services on
-    # first use): a timed-out probe is retried like a refused connection, until the deadline.
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(endpoint, timeout=5)
-            break
-        except (requests.ConnectionError, requests.Timeout):
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError(f"moto_server did not answer on {endpoint} within 60 s") from None
-            time.sleep(0.2)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
 
 
 @pytest.fixture

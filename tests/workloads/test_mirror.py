@@ -102,3 +102,22 @@ def test_serve_dev_serves_each_version_mirrored_from_s3(s3_bucket, s3_endpoint, 
             assert wait_until(client.latest_available_version, 120, "version 1 served") == 1
     finally:
         server.terminate()
+
+
+def test_a_long_running_mirror_sees_versions_promoted_after_its_first_look_at_s3(
+    s3_bucket, s3_endpoint, tmp_path
+):
+    """s3fs caches listings for the process's life by default: the mirror then never saw a version that
+    another process (the promoting step's pod) wrote after its first look."""
+    import boto3
+
+    other_writer = boto3.client("s3", endpoint_url=s3_endpoint)
+    volume, local = tmp_path / "volume", tmp_path / "store"
+    for version in (1, 2):
+        fake_version(local, version)
+        for path in sorted((local / str(version)).rglob("*")):
+            if path.is_file():
+                key = f"models/{MODEL_NAME}/{version}/{path.relative_to(local / str(version))}"
+                other_writer.put_object(Bucket=s3_bucket, Key=key, Body=path.read_bytes())
+        changes = mirror.mirror_once(f"s3://{s3_bucket}/models/{MODEL_NAME}", volume)
+        assert changes == mirror.Changes(copied=(version,))

@@ -106,6 +106,25 @@ def test_s3_clients_give_up_on_an_endpoint_quickly_unless_botocore_is_told_other
     assert "retries" not in storage.filesystem("s3://bucket/data")[0].config_kwargs
 
 
+def test_s3_credentials_are_read_from_the_mounted_secret_each_time_it_is_used(tmp_path, monkeypatch):
+    for name in storage.S3_CREDENTIAL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(storage.S3_CREDENTIALS_DIR_ENV, str(tmp_path))
+    with pytest.raises(StorageError) as raised:
+        storage.filesystem("s3://bucket/models")
+    message = str(raised.value)
+    assert message.startswith(
+        f"s3://bucket/models: cannot read the S3 credential {tmp_path}/AWS_ACCESS_KEY_ID"
+    )
+    assert f"mount a Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY at {tmp_path}" in message
+    assert "\n" not in message
+    for value in ("first", "rotated"):  # the kubelet updates a mounted Secret in place
+        for name in storage.S3_CREDENTIAL_ENV:
+            (tmp_path / name).write_text(f"{value}-{name}\n")
+        fs = storage.filesystem("s3://bucket/models")[0]
+        assert (fs.key, fs.secret) == (f"{value}-AWS_ACCESS_KEY_ID", f"{value}-AWS_SECRET_ACCESS_KEY")
+
+
 def test_search_over_s3_without_credentials_says_which_variables_to_set(tmp_path, s3_endpoint):
     result = run_workloads(
         "search",

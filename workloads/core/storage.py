@@ -51,6 +51,11 @@ if TYPE_CHECKING:
     import fsspec
 
 S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+# What a Secret of S3 credentials holds: the names boto3 reads from the environment, and the file names in
+# the directory S3_CREDENTIALS_DIR_ENV names (a mounted Secret: files, not environment, reach no child
+# process, and a rotated Secret is read on the next filesystem use).
+S3_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_CREDENTIALS_DIR_ENV = "MLSTACK_S3_CREDENTIALS_DIR"
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "memory", "abfs", "az"}
 # Schemes whose URLs name a host (the NameNode) that the filesystem's own paths leave out.
 _HOST_SCHEMES = {"hdfs", "webhdfs", "viewfs"}
@@ -316,6 +321,26 @@ def _s3_client_config() -> dict[str, Any]:
     return config
 
 
+def _s3_file_credentials(url: str) -> dict[str, str]:
+    """s3fs's ``key`` and ``secret`` from the files of :data:`S3_CREDENTIALS_DIR_ENV`, when it is set."""
+    directory = os.environ.get(S3_CREDENTIALS_DIR_ENV)
+    if not directory:
+        return {}
+    values = []
+    for name in S3_CREDENTIAL_ENV:
+        path = pathlib.Path(directory, name)
+        try:
+            values.append(path.read_text().strip())
+        except OSError as error:
+            raise StorageError(
+                url,
+                f"cannot read the S3 credential {path} ({error.strerror or error})",
+                f"mount a Secret holding {' and '.join(S3_CREDENTIAL_ENV)} at {directory} "
+                f"({S3_CREDENTIALS_DIR_ENV}), or unset {S3_CREDENTIALS_DIR_ENV}",
+            ) from None
+    return dict(zip(("key", "secret"), values, strict=True))
+
+
 class _Reporting:
     """A filesystem whose methods raise :class:`StorageError` for storage failures (see :func:`reporting`).
 
@@ -380,8 +405,12 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     endpoint = os.environ.get(S3_ENDPOINT_ENV)
     if protocol in {"s3", "s3a"}:
         options["config_kwargs"] = _s3_client_config()
+        # s3fs otherwise answers listings from a cache kept for the process's life: a long-running reader
+        # (the model mirror, serve-dev) would never see a version promoted after its first look.
+        options["use_listings_cache"] = False
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
+        options.update(_s3_file_credentials(url))
     if protocol == "hdfs":
         configured = _hadoop_site_keys()
         options.update({k: v for k, v in HDFS_CLIENT_DEFAULTS.items() if k not in configured})
