@@ -26,6 +26,17 @@ DATASET_SHARDS = f"{HDFS_URL}/mlstack/datasets/{DATASET}/shards/"
 STREAM_SHARDS = f"{HDFS_URL}/mlstack/datasets/{DATASET}-stream/shards/train/"
 MODELS = f"{HDFS_URL}/mlstack/models"
 
+def hdfs_client_ports(url: str) -> tuple[int, ...]:
+    """The ports on the nodes a client of ``url`` connects to: RPC and data transfer for ``hdfs://``,
+    the NameNode's and DataNodes' HTTP for ``webhdfs://`` (which redirects reads and writes to them);
+    none for other schemes."""
+    if url.startswith("webhdfs://"):
+        return (ports.HDFS_NAMENODE_HTTP, ports.HDFS_DATANODE_HTTP)
+    if url.startswith("hdfs://"):
+        return (ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA)
+    return ()
+
+
 _SERVICES: dict[str, tuple[tuple[str, int], ...]] = {
     HDFS_NAMENODE: (("rpc", ports.HDFS_NAMENODE_RPC), ("http", ports.HDFS_NAMENODE_HTTP)),
     KAFKA_BOOTSTRAP: (("kafka", ports.KAFKA_BROKER),),

@@ -100,8 +100,7 @@ def writer_volumes(source: ModelSource) -> tuple[list[dict[str, Any]], list[dict
 def egress_policies(source: ModelSource, namespace: str, node_cidr: str) -> list[dict[str, Any]]:
     """Egress from every pod of ``namespace`` to the store (a PVC needs none)."""
     if source.kind == "hdfs":
-        hdfs = (ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA)
-        return [egress_to_nodes(POLICY, namespace, node_cidr, hdfs)]
+        return [egress_to_nodes(POLICY, namespace, node_cidr, data.hdfs_client_ports(store_url(source)))]
     return object_storage_policies(source, namespace)
 
 

@@ -93,11 +93,12 @@ def objects(streaming: Streaming, images: Images, node_cidr: str) -> list[dict[s
             service_monitor(name, DATA, selector(name), port="metrics", interval="15s"),
         ]
     items += [
+        # Kafka, and HDFS on the ports the ingest output's scheme uses.
         egress_to_nodes(
             "allow-kafka-and-hdfs",
             DATA,
             node_cidr,
-            (ports.KAFKA_BROKER, ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA),
+            (ports.KAFKA_BROKER, *data.hdfs_client_ports(streaming.ingest_output or data.STREAM_SHARDS)),
         ),
         policy(
             "allow-tf-serving",

@@ -41,7 +41,9 @@ def run(workdir: pathlib.Path) -> str:
 `tests/bench/bench_workflow.py`: the generated WorkflowTemplate run by the rehearsal (the Argo controller's
 and training operator's stand-in) against a real HDFS, from nothing to a served model: ingest of
 1,024 synthetic records, 4 trials of 2 TensorFlow workers each for one epoch (one at a time), selection
-and promotion, the serving check; then the same Workflow again. Load average before: {load_before:.2f}.
+and promotion, the serving check (serve-dev serves through the generated model mirror sidecar, which
+polls the store every 10 s: most of the first serving check's time); then the same Workflow again. Load
+average before: {load_before:.2f}.
 
 | submission | wall time (s) |
 | --- | ---: |

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from infra.config import Images, ModelSource, Serving
+from infra.config import Images, ModelSource, Serving, Streaming
 from infra.specs import model_store, namespaces, ports
 from infra.specs import serving as serving_specs
+from infra.specs import streaming as streaming_specs
 from infra.specs import workflow as workflow_specs
 from tests.infra import workflows
 from tests.infra.conftest import program_run
@@ -181,3 +182,17 @@ def test_an_s3_endpoint_is_what_every_container_that_touches_the_store_is_given(
     (policy,) = model_store.object_storage_policies(source, namespaces.TRAINING)
     assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 9000}]
     assert re.fullmatch(r"allow-[a-z-]+", policy["metadata"]["name"])
+
+
+@pytest.mark.parametrize(
+    ("output", "opened"),
+    [
+        ("", {ports.KAFKA_BROKER, ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA}),
+        ("webhdfs://nn:9870/mlstack/stream/", {ports.KAFKA_BROKER, ports.HDFS_NAMENODE_HTTP, ports.HDFS_DATANODE_HTTP}),
+        ("s3://bucket/stream/", {ports.KAFKA_BROKER}),
+    ],
+)  # fmt: skip
+def test_stream_ingest_reaches_hdfs_on_the_ports_its_outputs_scheme_uses(output, opened):
+    objects = streaming_specs.objects(Streaming(ingest_output=output), IMAGES, NODE_CIDR)
+    (policy,) = [o for o in objects if o["metadata"]["name"] == "allow-kafka-and-hdfs"]
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == opened
