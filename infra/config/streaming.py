@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from infra.config import checks
 from infra.config.fields import Fields, resources
 from infra.config.settings import Streaming
 
@@ -22,8 +21,19 @@ def read_streaming(top: Fields) -> Streaming:
         # The worker refuses a wait of 0 (--max-batch-wait-ms must be greater than 0).
         micro_batch_wait_ms=obj.integer("microBatchWaitMs", default.micro_batch_wait_ms, minimum=1),
         shard_size=obj.integer("shardSize", default.shard_size, minimum=1),
-        ingest_output=obj.string("ingestOutput", default.ingest_output, check=checks.storage_url),
+        ingest_output=obj.string("ingestOutput", default.ingest_output, check=_ingest_output),
         resources=resources(obj, "resources", default.resources),
     )
     obj.done()
     return streaming
+
+
+def _ingest_output(value: str) -> str | None:
+    """Where the streaming pods can write: the cluster's HDFS, over RPC or WebHDFS (they mount no volume
+    and hold no object-store credentials)."""
+    if not value or value.startswith(("hdfs://", "webhdfs://")):
+        return None
+    return (
+        f"{value!r} cannot be written from the streaming pods (no volume is mounted there and no object-store "
+        "credentials are wired); use an hdfs:// or webhdfs:// URL, or leave it empty for the cluster's HDFS"
+    )

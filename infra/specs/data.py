@@ -26,6 +26,7 @@ DATASET_SHARDS = f"{HDFS_URL}/mlstack/datasets/{DATASET}/shards/"
 STREAM_SHARDS = f"{HDFS_URL}/mlstack/datasets/{DATASET}-stream/shards/train/"
 MODELS = f"{HDFS_URL}/mlstack/models"
 
+
 def hdfs_client_ports(url: str) -> tuple[int, ...]:
     """The ports on the nodes a client of ``url`` connects to: RPC and data transfer for ``hdfs://``,
     the NameNode's and DataNodes' HTTP for ``webhdfs://`` (which redirects reads and writes to them);

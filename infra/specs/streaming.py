@@ -12,7 +12,7 @@ from infra.config import Images, Streaming
 from infra.specs import data, ports
 from infra.specs import serving as tf_serving
 from infra.specs.monitoring import service_monitor
-from infra.specs.namespaces import DATA, SERVING, egress_https, egress_to_nodes, namespace_peer, policy, tcp
+from infra.specs.namespaces import DATA, SERVING, egress_to_nodes, namespace_peer, policy, tcp
 from infra.specs.workload import (
     checkov_skips,
     container_security_context,
@@ -111,7 +111,6 @@ def objects(streaming: Streaming, images: Images, node_cidr: str) -> list[dict[s
                 }
             ],
         ),
-        egress_https("allow-object-storage", DATA),
     ]
     return items
 

@@ -370,3 +370,13 @@ def test_a_missing_ansible_project_fails_before_any_resource_is_declared(tmp_pat
     assert isinstance(error, ConfigError)
     assert str(error).startswith("mlstack:ansibleDir:") and "playbooks/site.yml not found" in str(error)
     assert fake.resources == []
+
+
+@pytest.mark.parametrize("output", ["s3://bucket/stream/", "/data/stream", "file:///data/stream"])
+def test_stream_ingest_output_must_be_reachable_from_the_streaming_pods(aws, output):
+    aws["streaming"] = {"ingestOutput": output}
+    assert error_for(aws) == (
+        f"mlstack:streaming.ingestOutput: {output!r} cannot be written from the streaming pods (no volume is "
+        "mounted there and no object-store credentials are wired); use an hdfs:// or webhdfs:// URL, or leave "
+        "it empty for the cluster's HDFS"
+    )

@@ -189,7 +189,6 @@ def test_an_s3_endpoint_is_what_every_container_that_touches_the_store_is_given(
     [
         ("", {ports.KAFKA_BROKER, ports.HDFS_NAMENODE_RPC, ports.HDFS_DATANODE_DATA}),
         ("webhdfs://nn:9870/mlstack/stream/", {ports.KAFKA_BROKER, ports.HDFS_NAMENODE_HTTP, ports.HDFS_DATANODE_HTTP}),
-        ("s3://bucket/stream/", {ports.KAFKA_BROKER}),
     ],
 )  # fmt: skip
 def test_stream_ingest_reaches_hdfs_on_the_ports_its_outputs_scheme_uses(output, opened):
