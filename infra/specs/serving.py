@@ -156,17 +156,13 @@ def config_hash(files: dict[str, str]) -> str:
 
 def deployment(serving: Serving, images: Images, config_hash: str) -> dict[str, Any]:
     image = serving_image(serving)
-    volumes, mounts = _volumes(serving.model_source)
     source = serving.model_source
+    volumes, mounts = _volumes(source)
     skips = (
         image_checkov_skips(image, images.workloads())
         if model_store.is_mirrored(source)
         else image_checkov_skips(image)
     )
-    if source.kind == "s3":
-        skips["CKV_K8S_35"] = (
-            "the mirror reads S3 credentials from the environment (boto3's own), as a Secret"
-        )
     pod_spec: dict[str, Any] = {
         "serviceAccountName": NAME,
         "automountServiceAccountToken": False,

@@ -10,8 +10,8 @@ explicit and nothing else changed:
   environment value and exec-probe argument that names a path under a mount path names the directory;
 - Secrets come from ``secrets`` (``{secret: {key: value}}``), as the kubelet would take them from the
   Secret objects: a ``secret`` volume of the pod (``pod_volumes``) mounted by the container becomes its
-  files (with the volume's ``defaultMode``) in the mount's directory here, and ``valueFrom.secretKeyRef``
-  env its value; a Secret or key not given is an error, like a pod stuck in ContainerCreating.
+  files (with the volume's ``defaultMode``) in the mount's directory here; a Secret not given is an
+  error, like a pod stuck in ContainerCreating. Env from a Secret is refused (the project mounts them).
 """
 
 from __future__ import annotations
@@ -50,15 +50,9 @@ class LocalPod:
         return {item["name"]: self._value(item) for item in container.get("env", [])}
 
     def _value(self, item: Mapping[str, Any]) -> str:
-        if "value" in item:
-            return self.local(item["value"])
-        ref = item["valueFrom"]["secretKeyRef"]
-        try:
-            return self.secrets[ref["name"]][ref["key"]]
-        except KeyError:
-            raise PodSpecError(
-                f"env {item['name']}: no Secret {ref['name']!r} with key {ref['key']!r}"
-            ) from None
+        if "value" not in item:
+            raise PodSpecError(f"env {item['name']}: only plain values are rehearsed (secrets: as volumes)")
+        return self.local(item["value"])
 
     def start(self, container: Mapping[str, Any], log_dir: pathlib.Path) -> ChildCommand:
         """The container's ``python -m workloads`` command, running."""
