@@ -190,6 +190,8 @@ class GpuOperator(_Platform):
                     gpu.selector(gpu.DCGM_EXPORTER),
                     port="metrics",
                     interval="15s",
+                    # Its namespace and pod are the training pod's, which the GPU alerts join on.
+                    honor_labels=True,
                 ),
             ],
             depends_on=runtime,

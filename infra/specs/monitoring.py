@@ -110,9 +110,14 @@ def service_monitor(
     path: str = "/metrics",
     interval: str = "30s",
     target_labels: Sequence[str] = (),
+    honor_labels: bool = False,
 ) -> dict[str, Any]:
-    """A ServiceMonitor for the Services in ``namespace`` that carry ``service_labels``."""
+    """A ServiceMonitor for the Services in ``namespace`` that carry ``service_labels``. ``honor_labels``
+    keeps the labels a target exports over the scrape's own (an exporter that reports other pods, such
+    as DCGM's ``namespace`` and ``pod`` of the pod using each GPU)."""
     endpoint: dict[str, Any] = {"port": port, "path": path, "interval": interval}
+    if honor_labels:
+        endpoint["honorLabels"] = True
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",

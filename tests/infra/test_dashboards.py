@@ -109,3 +109,19 @@ def test_every_file_in_the_repositorys_generated_directory_becomes_an_object(run
     assert rules == {
         monitoring.object_name("mlstack", p.name.removesuffix(".rules.yaml")) for p in rule_files
     }
+
+
+def test_the_gpu_alerts_labels_survive_the_dcgm_scrape(run: ProgramRun):
+    """DCGM reports the ``namespace`` and ``pod`` using each GPU; without honorLabels Prometheus renames them
+    ``exported_*`` to the exporter's own, and the GPU alerts, which group by them, never name a training pod."""
+    from dashboards.rules import gpu as gpu_rules
+    from infra.specs import gpu
+
+    (recording,) = gpu_rules.group().recordings
+    assert "by (namespace, pod)" in str(recording.expr)
+    (monitor,) = [
+        m for m in run.objects_of_kind("ServiceMonitor") if m["metadata"]["name"] == gpu.DCGM_EXPORTER
+    ]
+    assert [e.get("honorLabels") for e in monitor["spec"]["endpoints"]] == [True]
+    others = [m for m in run.objects_of_kind("ServiceMonitor") if m["metadata"]["name"] != gpu.DCGM_EXPORTER]
+    assert others and not any(e.get("honorLabels") for m in others for e in m["spec"]["endpoints"])
