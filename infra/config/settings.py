@@ -246,9 +246,12 @@ class TrainingJob:
     """Default: ``/mlstack/models/runs/<name>/checkpoints`` on HDFS."""
     output: str = ""
     """Default: ``/mlstack/models/runs/<name>/model`` on HDFS."""
-    restart_policy: str = "OnFailure"
+    restart_policy: str = "ExitCode"
+    """The operator restarts only exit codes docs/interfaces.md calls retryable (128-255: a lost peer,
+    preemption); 1-127 are permanent (bad data, a failed checkpoint write) and fail the job at once."""
     backoff_limit: int = 3
-    ttl_seconds_after_finished: int = 86_400
+    ttl_seconds_after_finished: int | None = None
+    """None: the job lives as long as what owns it (a trial: its Workflow, whose ttlStrategy removes both)."""
     gang_scheduler: str = ""
     """``""`` (none), ``volcano`` or ``scheduler-plugins``: all workers start together or none does."""
     resources: Resources = Resources(cpu="4", memory="8Gi")

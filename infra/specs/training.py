@@ -103,11 +103,13 @@ def training_job(job: TrainingJob, images: Images) -> dict[str, Any]:
         for replica_type, (count, gets_gpus) in layout.items()
     }
     run_policy: dict[str, Any] = {
-        # Keep finished pods' logs until the job itself is deleted.
-        "cleanPodPolicy": "None",
+        # Once the job ends, pods still running (parameter servers, workers of a failed job) are deleted and
+        # their resources freed; finished pods keep their logs until the job itself goes.
+        "cleanPodPolicy": "Running",
         "backoffLimit": job.backoff_limit,
-        "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
     }
+    if job.ttl_seconds_after_finished is not None:
+        run_policy["ttlSecondsAfterFinished"] = job.ttl_seconds_after_finished
     if job.gang_scheduler:
         run_policy["schedulingPolicy"] = {"minAvailable": sum(count for count, _ in layout.values())}
     return {

@@ -254,7 +254,6 @@ def trial_manifest(framework: str, images: Images, defaults: WorkflowDefaults) -
         data=parameter("dataset"),
         checkpoint_dir=f"{trial_dir}/checkpoints",
         output=f"{trial_dir}/model",
-        restart_policy="ExitCode",
         resources=defaults.trial_resources,
     )
     job_object = training.training_job(job, images)

@@ -286,3 +286,24 @@ def test_the_retraining_schedule_submits_what_the_workflow_command_would(aws_run
     assert spec["workflowSpec"] == command.submission().workflow(argo.NAMESPACE)["spec"]
     referenced = spec["workflowSpec"]["workflowTemplateRef"]["name"]
     assert referenced in {t["metadata"]["name"] for t in aws_run.objects_of_kind("WorkflowTemplate")}
+
+
+def test_a_trial_restarts_only_retryable_exits_frees_its_running_pods_and_lives_as_long_as_its_workflow(
+    run: ProgramRun,
+):
+    from tests.infra import workflows
+
+    for template in run.objects_of_kind("WorkflowTemplate"):
+        (trial,) = [t for t in template["spec"]["templates"] if "resource" in t]
+        assert trial["resource"]["setOwnerReference"] is True  # deleted with the Workflow
+        assert (
+            template["spec"]["ttlStrategy"]["secondsAfterFailure"]
+            >= template["spec"]["ttlStrategy"]["secondsAfterSuccess"]
+        )
+        for _, job in workflows.trial_jobs(template):
+            policy = job["spec"]["runPolicy"]
+            # No TTL of its own: the operator would delete it (and its logs) behind the Workflow's back.
+            assert "ttlSecondsAfterFinished" not in policy
+            assert policy["cleanPodPolicy"] == "Running"
+            replicas = job["spec"][JOB_KINDS[job["kind"]]].values()
+            assert {r["restartPolicy"] for r in replicas} == {"ExitCode"}
