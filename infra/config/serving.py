@@ -10,10 +10,12 @@ from infra.config import checks
 from infra.config.fields import Fields, resources
 from infra.config.keys import REQUIRED
 from infra.config.settings import Autoscaling, ModelSource, Serving
+from infra.paths import exporting_tensorflow
 from infra.specs.namespaces import SERVING, TRAINING
 from workloads.core.storage import S3_CREDENTIAL_ENV
 
 _S3_ONLY = ("s3Endpoint", "s3Region", "credentialsSecret")
+_STOCK_TF_SERVING = re.compile(r"^(docker\.io/)?tensorflow/serving:(?P<major>\d+)\.(?P<minor>\d+)[.\w-]*$")
 _S3_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
 
 
@@ -88,6 +90,20 @@ def _model_base(kind: str, value: str) -> str | None:
     return None
 
 
+def _serving_version_problem(image: str) -> str | None:
+    """A stock TF Serving older than the TensorFlow that exports cannot load its SavedModels (new ops)."""
+    match = _STOCK_TF_SERVING.match(image)
+    if not match:
+        return None  # a digest or another build: its version is not in the name
+    served, exporting = (int(match["major"]), int(match["minor"])), exporting_tensorflow()
+    if served >= exporting:
+        return None
+    return (
+        f"{image} cannot load SavedModels exported by TensorFlow {exporting[0]}.{exporting[1]} (the training "
+        f"image's); use tensorflow/serving:{exporting[0]}.{exporting[1]}.0 or newer"
+    )
+
+
 def _s3_endpoint(value: str) -> str | None:
     if not value or _S3_ENDPOINT.match(value):
         return None
@@ -136,6 +152,8 @@ def _autoscaling(obj: Fields) -> Autoscaling:
 
 
 def _check_serving(obj: Fields, serving: Serving) -> None:
+    if problem := _serving_version_problem(serving.image):
+        raise obj.fail("image", problem)
     if serving.min_replicas > serving.max_replicas:
         raise obj.fail(
             "minReplicas",

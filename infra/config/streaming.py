@@ -16,7 +16,7 @@ def read_streaming(top: Fields) -> Streaming:
     streaming = Streaming(
         enabled=obj.boolean("enabled", default.enabled),
         infer_replicas=obj.integer("inferReplicas", default.infer_replicas, minimum=1),
-        ingest_replicas=obj.integer("ingestReplicas", default.ingest_replicas, minimum=1),
+        ingest_replicas=_one_ingester(obj),
         micro_batch_size=obj.integer("microBatchSize", default.micro_batch_size, minimum=1),
         # The worker refuses a wait of 0 (--max-batch-wait-ms must be greater than 0).
         micro_batch_wait_ms=obj.integer("microBatchWaitMs", default.micro_batch_wait_ms, minimum=1),
@@ -37,3 +37,15 @@ def _ingest_output(value: str) -> str | None:
         f"{value!r} cannot be written from the streaming pods (no volume is mounted there and no object-store "
         "credentials are wired); use an hdfs:// or webhdfs:// URL, or leave it empty for the cluster's HDFS"
     )
+
+
+def _one_ingester(obj: Fields) -> int:
+    """stream-ingest's manifest is its commit log: a second writer of the same output would overwrite it."""
+    replicas = obj.integer("ingestReplicas", Streaming().ingest_replicas, minimum=1)
+    if replicas != 1:
+        raise obj.fail(
+            "ingestReplicas",
+            f"{replicas} ingesters would write one output, whose manifest each rewrites (records lost or "
+            "duplicated); use 1: one ingester reads every partition of the topic",
+        )
+    return replicas

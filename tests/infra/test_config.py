@@ -380,3 +380,32 @@ def test_stream_ingest_output_must_be_reachable_from_the_streaming_pods(aws, out
         "mounted there and no object-store credentials are wired); use an hdfs:// or webhdfs:// URL, or leave "
         "it empty for the cluster's HDFS"
     )
+
+
+def test_one_stream_ingester_writes_an_output(aws):
+    aws["streaming"] = {"ingestReplicas": 2}
+    assert error_for(aws) == (
+        "mlstack:streaming.ingestReplicas: 2 ingesters would write one output, whose manifest each rewrites "
+        "(records lost or duplicated); use 1: one ingester reads every partition of the topic"
+    )
+
+
+@pytest.mark.parametrize("image", ["tensorflow/serving:2.19.0", "docker.io/tensorflow/serving:2.20.1-gpu"])
+def test_a_tf_serving_older_than_the_exporting_tensorflow_is_refused(aws, image):
+    from infra.paths import exporting_tensorflow
+
+    major, minor = exporting_tensorflow()
+    aws["serving"]["image"] = image
+    assert error_for(aws) == (
+        f"mlstack:serving.image: {image} cannot load SavedModels exported by TensorFlow {major}.{minor} (the "
+        f"training image's); use tensorflow/serving:{major}.{minor}.0 or newer"
+    )
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["tensorflow/serving:2.21.0-gpu", "tensorflow/serving:3.0.0", "registry.example/tfs:custom-build"],
+)
+def test_a_tf_serving_that_can_load_them_or_whose_version_is_not_in_its_name_is_accepted(aws, image):
+    aws["serving"]["image"] = image
+    assert parse(aws).serving.image == image
