@@ -45,12 +45,6 @@ def absolute_path(value: str) -> str | None:
     return None if value.startswith("/") else f"{value!r} must be an absolute path"
 
 
-def storage_url(value: str) -> str | None:
-    if not value or re.match(r"^(hdfs|s3|webhdfs|file)://", value) or value.startswith("/"):
-        return None
-    return f"{value!r} must be an hdfs://, s3://, webhdfs:// or file:// URL or an absolute path"
-
-
 def quantity(value: str) -> str | None:
     if re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?", value):
         return None
