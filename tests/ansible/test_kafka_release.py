@@ -4,6 +4,7 @@ role's air-gap checks accepting it (how every release is built and verified: tes
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import pathlib
@@ -80,9 +81,17 @@ def test_the_release_holds_every_program_the_kafka_role_runs(tarball):
     assert all(m.uid == 0 and m.gid == 0 and m.mtime == members[name].mtime for m in members.values())
 
 
-def test_storage_format_says_formatting_only_the_first_time(home, tmp_path):
+def format_argv(config: pathlib.Path, cluster_id: str) -> list[str]:
+    """kafka-storage.sh format as configure.yml runs it (the id joined to its flag: ids may start with '-')."""
+    argv = ["format", "--config", str(config), f"--cluster-id={cluster_id}", "--ignore-formatted"]
+    return argv + ["--add-scram", "SCRAM-SHA-512=[name=admin,password=a-long-password]"]
+
+
+@pytest.mark.parametrize("generated", [True, False], ids=["random-uuid", "id-starting-with-a-dash"])
+def test_storage_format_says_formatting_only_the_first_time(home, tmp_path, generated):
     """configure.yml runs format with --ignore-formatted and counts it as a change when it prints
-    "Formatting"; preflight reads cluster.id and node.id from meta.properties."""
+    "Formatting"; preflight reads cluster.id and node.id from meta.properties. A kafka_cluster_id the
+    user sets may start with '-' (one base64url id in 64 does), which a separate argument would not pass."""
     config = tmp_path / "server.properties"
     port = pick_free_port()
     config.write_text(
@@ -90,23 +99,20 @@ def test_storage_format_says_formatting_only_the_first_time(home, tmp_path):
         f"controller.quorum.voters=3@127.0.0.1:{port}\nlisteners=CONTROLLER://127.0.0.1:{port}\n"
         f"log.dirs={tmp_path / 'data'}\n"
     )
-    cluster_id = tool(home, "kafka-storage.sh", "random-uuid")
-    assert cluster_id.returncode == 0 and re.fullmatch(r"[A-Za-z0-9_-]{22}\n", cluster_id.stdout)
-    args = [
-        "format",
-        "--config",
-        str(config),
-        "--cluster-id",
-        cluster_id.stdout.strip(),
-        "--ignore-formatted",
-    ]
-    args += ["--add-scram", "SCRAM-SHA-512=[name=admin,password=a-long-password]"]
-    first, second = tool(home, "kafka-storage.sh", *args), tool(home, "kafka-storage.sh", *args)
+    if generated:
+        printed = tool(home, "kafka-storage.sh", "random-uuid")
+        assert printed.returncode == 0 and re.fullmatch(r"[A-Za-z0-9_-]{22}\n", printed.stdout)
+        cluster_id = printed.stdout.strip()
+    else:
+        cluster_id = base64.urlsafe_b64encode(b"\xfb" + bytes(range(15))).decode().rstrip("=")
+        assert cluster_id.startswith("-")
+    argv = format_argv(config, cluster_id)
+    first, second = tool(home, "kafka-storage.sh", *argv), tool(home, "kafka-storage.sh", *argv)
     assert first.returncode == 0 and "Formatting" in first.stdout, first.stdout + first.stderr
     assert second.returncode == 0 and "Formatting" not in second.stdout, second.stdout + second.stderr
     meta = (tmp_path / "data" / "meta.properties").read_text()
     assert dict(re.findall(r"(?m)^(cluster\.id|node\.id)=(\S+)$", meta)) == {
-        "cluster.id": cluster_id.stdout.strip(),
+        "cluster.id": cluster_id,
         "node.id": "3",
     }
 
