@@ -58,6 +58,24 @@ class _Segment:
     stop: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """One shuffle window and the batches to take from it: the plan that readers other than
+    :meth:`WorkerBatches.batches` (TensorFlow's file readers) follow to yield the same batches.
+
+    The window's records are its ``pieces`` (records ``start:stop`` of shard ``shard``) concatenated in
+    order; the window's batch ``k`` is records ``order[k*b:(k+1)*b]`` of that concatenation, and it is
+    batch ``first_batch + k`` of ``epoch``. Only the batches ``k`` in ``take`` belong to the steps asked
+    for (a resumed run skips the first ones; the run's last step can end inside a window).
+    """
+
+    epoch: int
+    first_batch: int
+    pieces: tuple[_Segment, ...]
+    order: np.ndarray
+    take: range
+
+
 class WorkerBatches:
     """The batches one worker trains on; see the module docstring for the sharding rule."""
 
@@ -94,6 +112,7 @@ class WorkerBatches:
         self.block = self.steps_per_epoch * self.per_worker_batch
         window = max(shuffle_window, self.per_worker_batch) // self.per_worker_batch * self.per_worker_batch
         self.window = min(window, self.block)
+        self.shuffle_window = shuffle_window  # the memory budget asked for, in records
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batch index) of a global step."""
@@ -182,6 +201,25 @@ class WorkerBatches:
             for k in range(skip, len(order) // b):
                 take = order[k * b : (k + 1) * b]
                 yield Batch(images[take], labels[take], epoch, first_batch + k)
+
+    def windows(self, start_step: int, end_step: int) -> Iterator[Window]:
+        """The windows that global steps ``start_step .. end_step - 1`` read, each with the batches of it
+        they take: :meth:`steps` as a plan, so a reader can skip to ``start_step`` without reading (or
+        computing) the batches before it."""
+        if start_step < 0:
+            raise ValueError(f"start_step {start_step} is negative")
+        b = self.per_worker_batch
+        step = start_step
+        while step < end_step:
+            epoch, index = self.position(step)
+            for window, pieces, order in self._windows(epoch, index):
+                first_batch = window * self.window // b
+                begin = max(0, index - first_batch)
+                end = min(len(order) // b, begin + end_step - step)
+                yield Window(epoch, first_batch, tuple(pieces), order, range(begin, end))
+                step += end - begin
+                if step >= end_step:
+                    return
 
     def steps(self, start_step: int, end_step: int) -> Iterator[Batch]:
         """Batches for global steps ``start_step .. end_step - 1``, crossing epoch boundaries."""

@@ -383,17 +383,7 @@ class ShardSet:
                 self._open.move_to_end(index)
                 return self._open[index]
         entry = self.manifest.shards[index]
-        path = self._local_file(index)
-        try:
-            mapped = np.memmap(path, dtype=np.uint8, mode="r")
-        except (OSError, ValueError) as error:
-            raise DataError(str(path), f"cannot memory-map the shard ({error})") from None
-        name = storage.join(self.url, entry.file)
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in self._verified:
-            check_shard_bytes(mapped, entry, self.manifest.image_shape, name)
-            self._verified.add(key)
+        mapped = self._map(self.checked_file(index))
         pixels = int(np.prod(self.manifest.image_shape)) * entry.records
         mapped = mapped.view(np.ndarray)  # plain arrays (still backed by the map) for whoever slices them
         shard = Shard(
@@ -407,6 +397,30 @@ class ShardSet:
             while len(self._open) > self.OPEN_SHARDS:
                 self._open.popitem(last=False)
         return shard
+
+    def checked_file(self, index: int) -> pathlib.Path:
+        """The local file of shard ``index`` (fetched into the cache first when remote), its size, header
+        and SHA-256 checked against the manifest once per file version: what :meth:`shard` maps, and
+        what readers that open the file themselves (TensorFlow's) read. Raises :class:`DataError`
+        naming the file when it does not match."""
+        entry = self.manifest.shards[index]
+        path = self._local_file(index)
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._verified:
+            check_shard_bytes(
+                self._map(path), entry, self.manifest.image_shape, storage.join(self.url, entry.file)
+            )
+            with self._lock:
+                self._verified.add(key)
+        return path
+
+    @staticmethod
+    def _map(path: pathlib.Path) -> np.ndarray:
+        try:
+            return np.memmap(path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError) as error:
+            raise DataError(str(path), f"cannot memory-map the shard ({error})") from None
 
     def _local_file(self, index: int) -> pathlib.Path:
         entry = self.manifest.shards[index]

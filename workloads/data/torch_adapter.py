@@ -2,8 +2,11 @@
 
 A DDP trainer builds :class:`workloads.data.sampling.WorkerBatches` with its rank and world size
 (the DistributedSampler-equivalent: disjoint, equal-length, reshuffled each epoch from one seed) and
-iterates this adapter. Tensors share memory with the numpy batch (``torch.from_numpy``); images stay
-uint8 because scaling to [0, 1] belongs to the model.
+iterates this adapter. Whole batches come out of the memory-mapped shards with no per-sample Python
+(unlike a ``Dataset.__getitem__`` per record and a collate): ``WorkerBatches`` takes each batch with
+one numpy fancy-index gather, from the shard's memory map when a shuffle window lies in one shard,
+else from the window's pieces concatenated once per window. Tensors share memory with that batch
+(``torch.from_numpy``); images stay uint8 because scaling to [0, 1] belongs to the model.
 """
 
 from __future__ import annotations

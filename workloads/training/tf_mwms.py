@@ -134,19 +134,12 @@ class _Trainer:
                     f"strategy says input pipeline {context.input_pipeline_id} of {context.num_input_pipelines}, "
                     f"TF_CONFIG says rank {info.rank} of {info.world_size}"
                 )
-            from workloads.data.tf_adapter import batches_dataset
-
-            def make():
-                try:
-                    yield from batches.steps(start_step, total_steps)
-                except Exception as error:  # surfaced after TensorFlow reports the generator failed
-                    self.input_failures.append(error)
-                    raise
+            from workloads.data.tf_adapter import tf_batches
 
             # One element per local replica: a worker batch split into per-replica batches, in order.
-            return batches_dataset(
-                make, batches.data.manifest.image_shape, batches.per_worker_batch, split=replicas_per_worker
-            )
+            # A failure while planning the input (a corrupt shard) is raised after TensorFlow's error.
+            failed = self.input_failures.append
+            return tf_batches(batches, start_step, total_steps, split=replicas_per_worker, on_failure=failed)
 
         return self.strategy.distribute_datasets_from_function(worker_dataset)
 
