@@ -7,7 +7,7 @@ Four sources, each naming itself in error messages:
 - a real exporter that runs here (node_exporter, Prometheus, the training workers, the development
   server): names read from its ``/metrics`` page (:func:`exposition_names`);
 - committed lists of the names an exporter that only runs in the cluster documents
-  (``dashboards/exporters/<exporter>.txt``: DCGM, kube-state-metrics, kafka_exporter, the Kafka and
+  (``dashboards/exporters/<exporter>.txt``: DCGM, kube-state-metrics, the Kafka and
   HDFS JMX exporter contracts, Prometheus's own series).
 """
 

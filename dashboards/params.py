@@ -62,7 +62,8 @@ class Thresholds:
     """KafkaUnderReplicatedPartitions fires when a broker reports under-replicated partitions this long."""
 
     kafka_consumer_lag_messages: float = 10000
-    """KafkaConsumerLagHigh fires when a consumer group is this many messages behind on an mlstack topic..."""
+    """KafkaConsumerLagHigh fires when a Kafka service's consumer group is this many messages behind on its
+    topic, summed over partitions, as the service reports it..."""
     kafka_consumer_lag_for: str = "15m"
     """...for this long."""
 
@@ -94,9 +95,6 @@ class Deployment:
     """The model TF Serving serves (workloads.serving.tfs_config.MODEL_NAME)."""
     node_exporter_job: str = "node-exporter"
     """Prometheus job label of node_exporter targets (kube-prometheus-stack's default)."""
-    kafka_topic_pattern: str = "mlstack\\\\..*"
-    """Regular expression (PromQL string, escaped) of the Kafka topics the data alerts watch: it matches
-    every topic of workloads.streaming.kafka."""
     runbook_base_url: str = "https://github.com/mlstack/mlstack/blob/main/docs/runbooks.md"
     """Every alert's runbook_url is this plus '#' and the alert name in lower case (a Markdown heading anchor)."""
 

@@ -11,5 +11,3 @@ TRAINING_NAMESPACE = f'{{namespace="{DEPLOYMENT.training_namespace}"}}'
 """Series of the training namespace's pods."""
 SERVING_NAMESPACE = f'{{namespace="{DEPLOYMENT.serving_namespace}"}}'
 """Series of the serving namespace's objects (its HorizontalPodAutoscalers)."""
-KAFKA_TOPICS = f'{{topic=~"{DEPLOYMENT.kafka_topic_pattern}"}}'
-"""Series of the mlstack Kafka topics."""

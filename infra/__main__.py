@@ -64,6 +64,7 @@ hosts = HostConfiguration(
     k3s_version=config.kubernetes_version,
     nvidia_driver_branch=config.nvidia_driver_branch,
     k3s_token=secrets.k3s_token,
+    ssh_known_hosts=config.ssh_known_hosts,
 )
 cluster = k8s.Provider("k3s", kubeconfig=hosts.kubeconfig, enable_server_side_apply=True)
 on_cluster = pulumi.ResourceOptions(provider=cluster)
@@ -79,12 +80,20 @@ platform_namespaces = [
 platform_namespaces += [namespaces.GPU] if config.has_gpus else []
 platform_namespaces += [namespaces.KEDA] if uses_keda else []
 spaces = Namespaces(
-    "namespaces", platform_namespaces, kubernetes_minor=config.kubernetes_minor, opts=on_cluster
+    "namespaces",
+    platform_namespaces,
+    kubernetes_minor=config.kubernetes_minor,
+    budgets=config.budgets,
+    opts=on_cluster,
 )
 after_namespaces = pulumi.ResourceOptions(provider=cluster, depends_on=[spaces])
 
 monitoring = Monitoring(
-    "monitoring", node_cidr=config.node_cidr, charts_dir=config.charts_dir, opts=after_namespaces
+    "monitoring",
+    node_cidr=config.node_cidr,
+    charts_dir=config.charts_dir,
+    nodes=node_set.nodes,
+    opts=after_namespaces,
 )
 Dashboards(
     "dashboards", project_path(config.dashboards_dir), crds=[monitoring.release], opts=after_namespaces

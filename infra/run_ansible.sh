@@ -6,6 +6,9 @@
 #   MLSTACK_INVENTORY          the generated YAML inventory
 #   MLSTACK_SECRET_VARS        YAML vars file with the secrets (k3s_token), written 0600 and removed on exit
 #   MLSTACK_SSH_PRIVATE_KEY    optional private key (otherwise ssh-agent or ~/.ssh is used)
+#   MLSTACK_SSH_KNOWN_HOSTS    optional known_hosts text (mlstack:sshKnownHosts): SSH then trusts these host
+#                              keys only (StrictHostKeyChecking=yes); unset, a host's key is accepted on first
+#                              contact and refused if it changes later (accept-new, your ~/.ssh/known_hosts)
 #   MLSTACK_WAIT_FOR_CLOUD_INIT  "true" to wait for new machines to finish cloud-init first
 # Ansible's output goes to stderr; stdout carries only the fetched kubeconfig.
 set -euo pipefail
@@ -29,7 +32,22 @@ trap 'rm -rf "$workdir"' EXIT
 printf '%s\n' "$MLSTACK_INVENTORY" >"$workdir/inventory.yml"
 printf '%s\n' "$MLSTACK_SECRET_VARS" >"$workdir/secrets.yml"
 
-connection=(-i "$workdir/inventory.yml" --ssh-common-args "-o StrictHostKeyChecking=accept-new")
+if [ -n "${MLSTACK_SSH_KNOWN_HOSTS:-}" ]; then
+  # ssh splits the option's value at whitespace (several files), so the path must have none.
+  if [[ "$workdir" =~ [[:space:]] ]]; then
+    echo "mlstack: TMPDIR ($workdir) contains whitespace; ssh cannot use a known_hosts file there" >&2
+    exit 2
+  fi
+  printf '%s\n' "$MLSTACK_SSH_KNOWN_HOSTS" >"$workdir/known_hosts"
+  ssh_options="-o StrictHostKeyChecking=yes -o UserKnownHostsFile=$workdir/known_hosts"
+  ssh_options+=" -o GlobalKnownHostsFile=/dev/null"
+  # Ansible would put StrictHostKeyChecking=no ahead of ours (ssh keeps the first value) if host key
+  # checking were turned off in the caller's environment.
+  export ANSIBLE_HOST_KEY_CHECKING=True
+else
+  ssh_options="-o StrictHostKeyChecking=accept-new"
+fi
+connection=(-i "$workdir/inventory.yml" --ssh-common-args "$ssh_options")
 if [ -n "${MLSTACK_SSH_PRIVATE_KEY:-}" ]; then
   printf '%s\n' "$MLSTACK_SSH_PRIVATE_KEY" >"$workdir/ssh_key"
   connection+=(--private-key "$workdir/ssh_key")

@@ -28,20 +28,13 @@ def _kafka() -> Row:
         "Kafka",
         [
             Graph(
-                "Consumer lag (brokers' view)",
-                "Messages each consumer group is behind on each mlstack topic, from kafka_exporter; "
-                "it keeps counting when a consumer is down.",
-                [Query(KAFKA_LAG, "{{consumergroup}} {{topic}}")],
+                "Consumer lag",
+                "Messages each Kafka service's consumer group is behind the high watermark on its topic, summed "
+                "over partitions, as the inference worker and the ingestion service report it (KafkaConsumerLagHigh); "
+                "a service with no replica running reports nothing.",
+                [Query(KAFKA_LAG, "{{job}}")],
                 min=0,
-            ),
-            Graph(
-                "Consumer lag (consumers' view)",
-                "Messages behind the high watermark, as the inference worker and the ingestion service report it.",
-                [
-                    Query("sum by (job) (mlstack_infer_consumer_lag)", "{{job}} inference"),
-                    Query("sum by (job) (mlstack_ingest_consumer_lag)", "{{job}} ingestion"),
-                ],
-                min=0,
+                width=24,
             ),
             Graph(
                 "Partitions not fully replicated",

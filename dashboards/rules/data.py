@@ -1,19 +1,22 @@
 """Data-tier alerts: Kafka replication and consumer lag, HDFS capacity and missing blocks.
 
-The names are the ones docs/interfaces.md asks the Kafka and HDFS roles' exporters to produce
-(JMX exporter rules on the brokers and the NameNode, kafka_exporter for consumer-group lag).
+Replication and HDFS names are the ones docs/interfaces.md asks the Kafka and HDFS roles' JMX exporter
+rules to produce. Consumer lag is the Kafka services' own gauge (infer-worker and stream-ingest, one
+consumer group and topic each, scraped as jobs named after their Services): the stack deploys no
+kafka_exporter, which takes a SCRAM password only as a command-line flag. While every consumer of a
+group is down its lag has no series; the chart's KubeDeploymentReplicasMismatch and
+KubePodCrashLooping alerts cover that (docs/runbooks.md).
 """
 
 from __future__ import annotations
 
 from dashboards.params import THRESHOLDS, Thresholds
 from dashboards.rules.model import Alert, Recording, RuleGroup
-from dashboards.selectors import KAFKA_TOPICS
 
-# Shared with the data dashboard, which draws these expressions as they are (per topic, per NameNode).
-KAFKA_LAG = f"sum by (consumergroup, topic) (kafka_consumergroup_lag{KAFKA_TOPICS})"
+# Shared with the data dashboard, which draws these expressions as they are (per service, per NameNode).
+KAFKA_LAG = "sum by (namespace, job) (mlstack_infer_consumer_lag) or sum by (namespace, job) (mlstack_ingest_consumer_lag)"
 HDFS_FREE = "hdfs_namenode_capacity_remaining_bytes / hdfs_namenode_capacity_total_bytes"
-KAFKA_LAG_RECORDED = "consumergroup_topic:kafka_consumergroup_lag:sum"
+KAFKA_LAG_RECORDED = "namespace_job:mlstack_consumer_lag:sum"
 HDFS_FREE_RECORDED = "instance:hdfs_namenode_capacity_remaining_bytes:ratio"
 
 
@@ -46,8 +49,8 @@ def _kafka_alerts(t: Thresholds) -> tuple[Alert, ...]:
             severity="warning",
             summary="A Kafka consumer group falls behind.",
             description=(
-                "Consumer group {{ $labels.consumergroup }} is {{ $value }} messages behind on topic "
-                f"{{{{ $labels.topic }}}} (limit {t.kafka_consumer_lag_messages:g})."
+                "{{ $labels.job }} in {{ $labels.namespace }} is {{ $value }} messages behind on its topic, "
+                f"summed over its partitions (limit {t.kafka_consumer_lag_messages:g})."
             ),
         ),
     )

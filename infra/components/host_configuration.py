@@ -4,6 +4,8 @@ The inventory is generated from the node outputs. A content hash of the Ansible 
 command's trigger, so editing a role or a variable re-runs the playbooks on the next ``pulumi up``; a
 changed inventory or secret re-runs them too. Secrets reach Ansible through a 0600 vars file written
 by ``infra/run_ansible.sh`` from the command's (secret) environment, never through its command line.
+SSH checks host keys against ``mlstack:sshKnownHosts`` when the stack pins them, else accepts a key on
+first contact.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ class HostConfiguration(pulumi.ComponentResource):
         k3s_version: str,
         nvidia_driver_branch: str,
         k3s_token: pulumi.Output[str] | None,
+        ssh_known_hosts: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """``ansible_dir``: the project :func:`ansible_project` checked; ``k3s_token``: None = generate one."""
+        """``ansible_dir``: the project :func:`ansible_project` checked; ``k3s_token``: None = generate one;
+        ``ssh_known_hosts``: the pinned host keys (known_hosts text), "" = accept a key on first contact."""
         super().__init__("mlstack:hosts:HostConfiguration", name, None, opts)
         if k3s_token is None:
             k3s_token = random.RandomPassword(
@@ -68,6 +72,8 @@ class HostConfiguration(pulumi.ComponentResource):
         }
         if nodes.ssh_private_key is not None:
             environment["MLSTACK_SSH_PRIVATE_KEY"] = pulumi.Output.secret(nodes.ssh_private_key)
+        if ssh_known_hosts:
+            environment["MLSTACK_SSH_KNOWN_HOSTS"] = ssh_known_hosts
         playbooks = self._playbooks(name, ansible_dir, environment, nodes.ready)
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(playbooks.stdout, nodes.public_api_endpoint).apply(

@@ -15,7 +15,9 @@ class Node:
     name: str
     groups: tuple[str, ...]
     ssh_address: pulumi.Input[str]
+    """Where Ansible reaches the machine over SSH (the inventory's ``ansible_host``; on AWS its public one)."""
     internal_address: pulumi.Input[str]
+    """Where the other nodes reach it (the inventory's ``cluster_address``, which the roles advertise)."""
     ssh_user: str
     hdfs_data_dirs: tuple[str, ...] = ()
     kafka_log_dirs: tuple[str, ...] = ()

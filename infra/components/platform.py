@@ -15,7 +15,8 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from infra.components.kube import declare, is_typed
-from infra.config import GpuSharing, Images, RbacSubject, Serving, Streaming, Workflow
+from infra.components.nodes import Node
+from infra.config import GpuSharing, Images, NamespaceBudget, RbacSubject, Serving, Streaming, Workflow
 from infra.paths import project_path
 from infra.specs import (
     argo,
@@ -26,6 +27,7 @@ from infra.specs import (
     namespaces,
     pipeline,
     ports,
+    scheduling,
     serving,
     streaming,
     training,
@@ -62,13 +64,16 @@ class _Platform(pulumi.ComponentResource):
 
 
 class Namespaces(_Platform):
-    """The platform's namespaces: Pod Security labels, default-deny NetworkPolicies, DNS and scrapes."""
+    """The platform's namespaces: Pod Security labels, default-deny NetworkPolicies, DNS and scrapes; the
+    workload namespaces' quotas and container defaults, and the priority classes their pods name (what
+    waits for this component finds them in place)."""
 
     def __init__(
         self,
         name: str,
         names: Sequence[str],
         kubernetes_minor: str,
+        budgets: Mapping[str, NamespaceBudget],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:namespaces:Namespaces", name, opts)
@@ -77,18 +82,26 @@ class Namespaces(_Platform):
         self._declare(
             (policy for p in plans for policy in namespaces.baseline_policies(p)), depends_on=created
         )
+        self._declare(scheduling.objects(budgets), depends_on=created)
         self.register_outputs({"namespaces": list(names)})
 
 
 class Monitoring(_Platform):
-    """kube-prometheus-stack for k3s, its Grafana admin secret, and the monitoring namespace's allows."""
+    """kube-prometheus-stack for k3s, its Grafana admin secret, the monitoring namespace's allows, and
+    the scrape targets of the exporters the data-tier daemons serve on the nodes."""
 
     release: k8s.helm.v3.Release
     grafana_admin_password: pulumi.Output[str]
 
     def __init__(
-        self, name: str, node_cidr: str, charts_dir: str, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        node_cidr: str,
+        charts_dir: str,
+        nodes: Sequence[Node] = (),
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``nodes``: the machines; those in a group of :data:`monitoring.NODE_DAEMON_EXPORTERS` are scraped."""
         super().__init__("mlstack:monitoring:Monitoring", name, opts)
         password = random.RandomPassword(
             f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
@@ -108,7 +121,8 @@ class Monitoring(_Platform):
         peers = [namespaces.cidr_peer(node_cidr)]
         self._declare(
             [
-                # Prometheus scrapes every namespace and node; the operator and Grafana's sidecar call the API.
+                # Prometheus scrapes every namespace and node (the node daemons' exporters too, on the
+                # nodes' addresses); the operator and Grafana's sidecar call the API.
                 namespaces.policy("allow-egress", namespaces.MONITORING, egress=[{}]),
                 # The API server (on the nodes) calls the operator's admission webhook.
                 namespaces.policy(
@@ -135,7 +149,22 @@ class Monitoring(_Platform):
             pulumi.ResourceOptions(parent=self, depends_on=secret),
             release_name=monitoring.RELEASE,
         )
+        self._declare(_node_daemon_scrape_configs(nodes), crds=[self.release])
         self.register_outputs({"release": self.release.name})
+
+
+def _node_daemon_scrape_configs(nodes: Sequence[Node]) -> list[dict[str, Any]]:
+    """One ScrapeConfig per node daemon exporter that some node runs, listing those nodes' internal addresses."""
+    configs = []
+    for exporter in monitoring.NODE_DAEMON_EXPORTERS:
+        targets = [
+            (node.name, pulumi.Output.format("{0}:{1}", node.internal_address, exporter.port))
+            for node in nodes
+            if set(node.groups) & set(exporter.groups)
+        ]
+        if targets:
+            configs.append(monitoring.scrape_config(exporter.job, targets))
+    return configs
 
 
 class Dashboards(_Platform):

@@ -9,8 +9,8 @@ type, so they are checked field by field. Every error names the full key
 - ``keys``: the namespace, the declared keys, :class:`ConfigError`;
 - ``settings``: the configuration as frozen dataclasses, with their defaults;
 - ``fields`` and ``checks``: reading values and checking them, with errors that name the key;
-- ``images``, ``nodes``, ``gpu_sharing``, ``serving``, ``streaming``, ``workflow``, ``training``: one
-  reader per section;
+- ``images``, ``nodes``, ``gpu_sharing``, ``serving``, ``streaming``, ``workflow``, ``training``,
+  ``budgets``: one reader per section;
 - ``cluster``: the rules across sections; ``parsing``: :func:`parse`, pure, a mapping in;
 - ``stack``: :func:`load`, the running stack's config and its secrets.
 """
@@ -28,7 +28,6 @@ from infra.config.parsing import parse
 from infra.config.settings import (
     ALMALINUX_AMI_OWNER,
     ANSIBLE_GROUPS,
-    GANG_SCHEDULERS,
     IMAGE_NAMES,
     SUPPORTED_KUBERNETES_MINORS,
     Autoscaling,
@@ -37,7 +36,9 @@ from infra.config.settings import (
     GpuSharing,
     Images,
     ModelSource,
+    NamespaceBudget,
     NodePool,
+    Quota,
     RbacSubject,
     Resources,
     Retraining,
@@ -53,7 +54,6 @@ from infra.config.stack import load, stack_values
 __all__ = [
     "ALMALINUX_AMI_OWNER",
     "ANSIBLE_GROUPS",
-    "GANG_SCHEDULERS",
     "GPU_INSTANCE_FAMILIES",
     "IMAGE_NAMES",
     "NAMESPACE",
@@ -68,7 +68,9 @@ __all__ = [
     "GpuSharing",
     "Images",
     "ModelSource",
+    "NamespaceBudget",
     "NodePool",
+    "Quota",
     "RbacSubject",
     "Resources",
     "Retraining",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from decimal import Decimal
 
 from infra.config.settings import K3S_VERSION, SUPPORTED_KUBERNETES_MINORS
 
@@ -45,10 +46,25 @@ def absolute_path(value: str) -> str | None:
     return None if value.startswith("/") else f"{value!r} must be an absolute path"
 
 
+QUANTITY = re.compile(r"(?P<number>\d+(\.\d+)?)(?P<suffix>m|k|Ki|Mi|Gi|Ti|M|G|T)?")
+_SUFFIXES = {
+    None: 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}  # fmt: skip
+
+
 def quantity(value: str) -> str | None:
-    if re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?", value):
+    if QUANTITY.fullmatch(value):
         return None
     return f"{value!r} is not a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi"
+
+
+def amount(value: str) -> Decimal:
+    """The number a valid quantity stands for (CPUs or bytes), for sums and comparisons."""
+    match = QUANTITY.fullmatch(value)
+    if match is None:
+        raise ValueError(quantity(value))
+    return Decimal(match["number"]) * _SUFFIXES[match["suffix"]]
 
 
 def cron_schedule(value: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infra.config.budgets import check_budgets
 from infra.config.keys import NAMESPACE, ConfigError
 from infra.config.settings import StackConfig
 
@@ -10,6 +11,7 @@ def check_cluster(config: StackConfig) -> None:
     _check_node_groups(config)
     _check_data_services(config)
     _check_gpus(config)
+    check_budgets(config)
 
 
 def _check_node_groups(config: StackConfig) -> None:

@@ -24,6 +24,7 @@ PROJECT_KEYS: dict[str, tuple[str, Any]] = {
     "dashboardsDir": ("string", "dashboards/generated"),
     "chartsDir": ("string", ""),
     "trainingOperatorManifests": ("string", ""),
+    "sshKnownHosts": ("string", ""),
 }
 # Structured settings (JSON objects or lists in the stack file).
 OBJECT_KEYS = (
@@ -36,6 +37,7 @@ OBJECT_KEYS = (
     "streaming",
     "workflow",
     "rbac",
+    "namespaceBudgets",
 )
 SECRET_KEYS = ("k3sToken", "sshPrivateKey")
 

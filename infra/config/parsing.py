@@ -11,11 +11,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from infra.config import checks
+from infra.config.budgets import read_budgets
 from infra.config.cluster import check_cluster
 from infra.config.fields import Fields
 from infra.config.gpu_sharing import read_gpu_sharing
 from infra.config.images import read_images
 from infra.config.keys import NAMESPACE, SECRET_KEYS, default
+from infra.config.known_hosts import check_known_hosts
 from infra.config.nodes import read_nodes
 from infra.config.serving import read_serving
 from infra.config.settings import StackConfig
@@ -43,6 +45,7 @@ def parse(values: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> StackCo
         streaming=read_streaming(top),
         workflow=read_workflow(top),
         training_submitters=read_training_submitters(top),
+        budgets=read_budgets(top),
         has_k3s_token="k3sToken" in values,
         has_ssh_private_key="sshPrivateKey" in values,
     )
@@ -81,4 +84,5 @@ def _scalar_settings(top: Fields) -> dict[str, Any]:
         "training_operator_manifests": top.string(
             "trainingOperatorManifests", default("trainingOperatorManifests")
         ),
+        "ssh_known_hosts": top.string("sshKnownHosts", default("sshKnownHosts"), check=check_known_hosts),
     }

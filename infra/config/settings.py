@@ -15,6 +15,7 @@ from infra.config.keys import ConfigError
 from infra.specs.namespaces import DATA
 from workloads.data.shards import DEFAULT_SHARD_SIZE
 from workloads.streaming.infer_worker import MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS
+from workloads.streaming.kafka import SASL_MECHANISMS, SECURITY_PROTOCOLS
 from workloads.workflow.argo import Submission
 
 if TYPE_CHECKING:
@@ -35,9 +36,6 @@ ANSIBLE_GROUPS = (
 # The official AlmaLinux AWS account publishes the AlmaLinux OS AMIs.
 ALMALINUX_AMI_OWNER = "764336703387"
 IMAGE_NAMES = ("mlstack-training", "mlstack-training-cuda", "mlstack-workloads")
-# Gang schedulers a training job may name -> the pod schedulerName each installs (the training operator
-# needs --gang-scheduler-name set to it too).
-GANG_SCHEDULERS = {"volcano": "volcano", "scheduler-plugins": "scheduler-plugins-scheduler"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +178,12 @@ class Autoscaling:
     """``latency``: p99 request latency in milliseconds to stay under."""
 
 
+# The model mirror beside TF Serving in each serving pod (infra.specs.serving), unless the store is a PVC.
+MIRROR_RESOURCES = Resources(cpu="250m", memory="512Mi")
+# Pods a serving rollout adds above the replica count (its Deployment's maxSurge; maxUnavailable is 0).
+SERVING_MAX_SURGE = 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Serving:
     """TF Serving: the model, its storage, its size and how it scales."""
@@ -202,6 +206,21 @@ class Serving:
 
 
 @dataclasses.dataclass(frozen=True)
+class KafkaClient:
+    """How the streaming services reach the brokers' listener: what the kafka role secures it with."""
+
+    security_protocol: str = SECURITY_PROTOCOLS[0]
+    """``PLAINTEXT``, ``SSL`` (the role's ``kafka_tls``), ``SASL_PLAINTEXT`` (``kafka_sasl_scram``) or
+    ``SASL_SSL`` (both)."""
+    sasl_mechanism: str = SASL_MECHANISMS[0]
+    """SCRAM mechanism of the ``SASL_*`` protocols (the role's ``kafka_sasl_scram_mechanism``)."""
+    credentials_secret: str = ""
+    """Secret in mlstack-data with the SCRAM user's ``username`` and ``password`` (``SASL_*``)."""
+    ca_config_map: str = ""
+    """ConfigMap in mlstack-data whose ``ca.crt`` is the PEM of the brokers' CA (``SSL``, ``SASL_SSL``)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Streaming:
     """The Kafka-side services: inference workers and streaming ingestion."""
 
@@ -217,6 +236,7 @@ class Streaming:
     ingest_output: str = ""
     """Shard directory that ingestion writes (default: the dataset's shards on the cluster's HDFS)."""
     resources: Resources = Resources(cpu="1", memory="1Gi")
+    kafka: KafkaClient = KafkaClient()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +252,13 @@ class TrainingJob:
     model: str = "plain"
     """A variant of the model registry, ``workloads.models.model_names()``."""
     workers: int = 2
+    """Every process of the job; ``ddp``: the most an elastic job runs (its pods, one worker each)."""
+    min_workers: int = 0
+    """``ddp`` only: the fewest workers the elastic job goes on with when pods are lost (1 to ``workers``);
+    0 = all of them (a fixed-size job). ``train --min-workers`` locally."""
+    max_restarts: int = 3
+    """``ddp`` only: worker-group restarts per elastic agent (torchrun's); ``train --max-restarts`` locally,
+    with the same default."""
     parameter_servers: int = 1
     """``parameter-server`` only."""
     gpus_per_worker: int = 0
@@ -252,8 +279,6 @@ class TrainingJob:
     backoff_limit: int = 3
     ttl_seconds_after_finished: int | None = None
     """None: the job lives as long as what owns it (a trial: its Workflow, whose ttlStrategy removes both)."""
-    gang_scheduler: str = ""
-    """``""`` (none), ``volcano`` or ``scheduler-plugins``: all workers start together or none does."""
     resources: Resources = Resources(cpu="4", memory="8Gi")
 
 
@@ -289,6 +314,37 @@ class Workflow:
 
 
 @dataclasses.dataclass(frozen=True)
+class Quota:
+    """The most a workload namespace's pods may request together (a ResourceQuota)."""
+
+    cpu: str
+    memory: str
+    gpus: int
+    pods: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceBudget:
+    """A workload namespace's ResourceQuota, and the LimitRange that gives containers which declare no
+    resources (a submitter's debug pod, a tool's helper) requests and limits the quota can count."""
+
+    quota: Quota
+    default_request: Resources = Resources(cpu="100m", memory="128Mi")
+    default_limit: Resources = Resources(cpu="1", memory="1Gi")
+
+
+# The workload namespaces' budgets when the stack file sets none: room for the example stacks' own
+# workloads at their largest (serving at maxReplicas plus a rolling update's surge, every streaming
+# replica, the workflow's parallel trials and their steps) with headroom; sized to the cluster by
+# ``mlstack:namespaceBudgets`` (docs/infra.md).
+DEFAULT_BUDGETS = {
+    "training": NamespaceBudget(Quota(cpu="64", memory="256Gi", gpus=8, pods=100)),
+    "serving": NamespaceBudget(Quota(cpu="32", memory="64Gi", gpus=4, pods=30)),
+    "data": NamespaceBudget(Quota(cpu="16", memory="32Gi", gpus=0, pods=20)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class RbacSubject:
     kind: str
     """``User``, ``Group`` or ``ServiceAccount``."""
@@ -312,6 +368,8 @@ class StackConfig:
     dashboards_dir: str
     charts_dir: str
     training_operator_manifests: str
+    ssh_known_hosts: str
+    """Pinned SSH host keys (known_hosts text); empty: a host's key is accepted on first contact."""
     aws: AwsSettings | None
     node_pools: tuple[NodePool, ...]
     hosts: tuple[ExistingHost, ...]
@@ -320,6 +378,8 @@ class StackConfig:
     streaming: Streaming
     workflow: Workflow
     training_submitters: tuple[RbacSubject, ...]
+    budgets: Mapping[str, NamespaceBudget]
+    """Per workload namespace (``training``, ``serving``, ``data``): its quota and container defaults."""
     has_k3s_token: bool
     has_ssh_private_key: bool
 

@@ -14,12 +14,22 @@ from workloads.commands.workflow import Config as WorkflowCommand
 from workloads.core.settings import ConfigError as CommandError
 from workloads.workflow import argo
 
+# The book's gang scheduling needs a scheduler the stack does not install; a named one would leave every
+# trial's pods Pending.
+NO_GANG_SCHEDULER = (
+    "no gang scheduler is installed by this stack (Volcano, scheduler-plugins), so trials naming one would "
+    "stay Pending; remove the key: PyTorch trials are elastic (minWorkersPerTrial) and the training quota "
+    "(namespaceBudgets.training) bounds what waiting workers hold (docs/infra.md)"
+)
+
 
 def read_workflow(top: Fields) -> Workflow:
     # infra.specs.workflow builds on infra.config, so it is imported once the package is loaded.
     from infra.specs.workflow import WorkflowDefaults
 
     obj = top.obj("workflow", {})
+    if obj.has("gangScheduler"):
+        raise obj.fail("gangScheduler", NO_GANG_SCHEDULER)
     default = WorkflowDefaults()
     parallelism = obj.integer("parallelism", default.parallelism, minimum=1)
     workflow = Workflow(
@@ -48,6 +58,8 @@ def _retraining(obj: Fields, parallelism: int) -> Retraining | None:
         "batch_sizes": fields.integers("batchSizes", list(command.batch_sizes)),
         "epochs": fields.integer("epochs", command.epochs),
         "workers_per_trial": fields.integer("workersPerTrial", command.workers_per_trial),
+        "min_workers_per_trial": fields.integer("minWorkersPerTrial", command.min_workers_per_trial),
+        "max_restarts": fields.integer("maxRestarts", command.max_restarts),
         "min_trials": fields.integer("minTrials", command.min_trials),
     }
     schedule = fields.string("schedule", check=checks.cron_schedule)

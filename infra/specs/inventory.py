@@ -27,7 +27,8 @@ _IGNORED_SUFFIXES = (".pyc", ".retry", ".md")
 
 @dataclasses.dataclass(frozen=True)
 class InventoryHost:
-    """One machine as the inventory sees it (addresses already resolved)."""
+    """One machine as the inventory sees it (addresses already resolved): ``ssh_address`` is where Ansible
+    reaches it, ``internal_address`` where the other nodes do."""
 
     name: str
     ssh_address: str
@@ -80,7 +81,14 @@ def build_inventory(hosts: Sequence[InventoryHost], cluster: ClusterSettings) ->
 
 
 def _host_vars(host: InventoryHost) -> dict[str, Any]:
-    variables: dict[str, Any] = {"ansible_host": host.ssh_address, "ansible_user": host.ssh_user}
+    """A host's own variables: Ansible reaches it at ``ansible_host`` (SSH, from where ``pulumi up`` runs),
+    the other nodes at ``cluster_address``, the address every role advertises and joins on. On AWS the
+    two differ: the security group's node-to-node rules match only traffic to private addresses."""
+    variables: dict[str, Any] = {
+        "ansible_host": host.ssh_address,
+        "ansible_user": host.ssh_user,
+        "cluster_address": host.internal_address,
+    }
     if "gpu_nodes" in host.groups:
         variables["k3s_node_labels"] = list(GPU_NODE_LABELS)
         variables["k3s_node_taints"] = list(GPU_NODE_TAINTS)

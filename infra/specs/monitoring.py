@@ -4,6 +4,16 @@ rules generated under ``dashboards/generated/`` turned into ConfigMaps and Prome
 k3s runs the controller manager, scheduler and kube-proxy inside its own process with metrics bound
 to localhost, and embeds etcd, so the chart's scrape jobs for them (and their alerts) are disabled
 here instead of reporting permanently-down targets.
+
+The data-tier daemons run on the nodes under systemd, outside Kubernetes: their JMX exporter agents
+(:data:`NODE_DAEMON_EXPORTERS`) are scraped through a ``ScrapeConfig`` with the nodes' addresses as
+static targets (:func:`scrape_config`), not through a selector-less Service with an EndpointSlice and
+a ServiceMonitor. The chart's Prometheus discovers ServiceMonitor targets through the ``Endpoints``
+role (``serviceDiscoveryRole`` unset), which never sees a hand-written EndpointSlice (Kubernetes
+mirrors Endpoints into EndpointSlices, not back), and hand-written Endpoints are deprecated since
+Kubernetes 1.33; a ScrapeConfig names each target directly, with its node's name as a label, and needs
+no ClusterIP. kube-prometheus-stack 87.15.0 ships its CRD (prometheus-operator v0.92.1,
+``monitoring.coreos.com/v1alpha1``); the values below make its Prometheus select every ScrapeConfig.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from infra.specs import ports
 from infra.specs.namespaces import MONITORING
 from infra.specs.workload import labels
 
@@ -66,6 +77,8 @@ def kube_prometheus_stack_values(retention: str = "15d", storage: str = "50Gi") 
                 "podMonitorSelectorNilUsesHelmValues": False,
                 "ruleSelectorNilUsesHelmValues": False,
                 "probeSelectorNilUsesHelmValues": False,
+                # ...and ScrapeConfigs (the node daemons' exporters) without the chart's release label.
+                "scrapeConfigSelectorNilUsesHelmValues": False,
                 "resources": _resources("500m", "2Gi", "2", "4Gi"),
                 "storageSpec": {
                     "volumeClaimTemplate": {
@@ -127,6 +140,49 @@ def service_monitor(
             "namespaceSelector": {"matchNames": [namespace]},
             "endpoints": [endpoint],
             **({"podTargetLabels": list(target_labels)} if target_labels else {}),
+        },
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeDaemonExporter:
+    """A Prometheus exporter that a daemon on the nodes serves: every node in one of ``groups`` (Ansible
+    inventory groups) listens on ``port``; ``job`` is the Prometheus job label of its series."""
+
+    job: str
+    groups: tuple[str, ...]
+    port: int
+
+
+# The roles' JMX exporter agents (metric names: docs/interfaces.md). Every Kafka node runs one, broker or
+# controller; of the HDFS daemons only the NameNode does (the hdfs role has no DataNode exporter).
+NODE_DAEMON_EXPORTERS = (
+    NodeDaemonExporter("kafka-jmx", ("kafka_brokers", "kafka_controllers"), ports.KAFKA_JMX_EXPORTER),
+    NodeDaemonExporter("hdfs-jmx", ("hdfs_namenodes",), ports.HDFS_JMX_EXPORTER),
+)
+NODE_LABEL = "node"
+"""Label carrying the node's name on the node daemons' series (``instance`` is ``address:port``, as
+node_exporter's)."""
+
+
+def scrape_config(job: str, targets: Sequence[tuple[str, Any]], interval: str = "30s") -> dict[str, Any]:
+    """A ScrapeConfig of static targets: ``targets`` are ``(node name, "address:port")`` pairs (the address
+    may be a Pulumi output). Prometheus labels each target's series with ``job``, ``instance`` (the
+    address) and :data:`NODE_LABEL`."""
+    if not targets:
+        raise ValueError(f"{job}: a scrape config needs at least one target")
+    return {
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "ScrapeConfig",
+        "metadata": {"name": job, "namespace": MONITORING, "labels": labels(job, "monitoring")},
+        "spec": {
+            "jobName": job,
+            "metricsPath": "/metrics",
+            "scheme": "HTTP",
+            "scrapeInterval": interval,
+            "staticConfigs": [
+                {"targets": [target], "labels": {NODE_LABEL: node}} for node, target in targets
+            ],
         },
     }
 

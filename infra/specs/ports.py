@@ -21,6 +21,11 @@ HDFS_DATANODE_HTTP = 9864
 HDFS_DATANODE_DATA = 9866
 KAFKA_BROKER = 9092
 KAFKA_CONTROLLER = 9093
+# The Prometheus JMX exporter agents of the data-tier daemons: the other side is the roles' defaults
+# (ansible/roles/kafka: kafka_jmx_exporter_port, ansible/roles/hdfs: hdfs_jmx_exporter_port), which
+# tests/infra/test_monitoring_sources.py holds equal to these.
+KAFKA_JMX_EXPORTER = 9404
+HDFS_JMX_EXPORTER = 9405
 K3S_API = 6443
 ETCD_CLIENT = 2379
 ETCD_PEER = 2380

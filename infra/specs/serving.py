@@ -21,10 +21,11 @@ import math
 import re
 from typing import Any
 
-from infra.config import Images, ModelSource, Resources, Serving
+from infra.config.settings import MIRROR_RESOURCES, SERVING_MAX_SURGE, Images, ModelSource, Serving
 from infra.specs import argo, model_store, ports
 from infra.specs.monitoring import PROMETHEUS_URL, service_monitor
 from infra.specs.namespaces import SERVING, namespace_peer, policy, tcp
+from infra.specs.scheduling import SERVING_PRIORITY
 from infra.specs.workload import (
     checkov_skips,
     container_security_context,
@@ -48,7 +49,6 @@ CONFIG_DIR = "/etc/tfs"
 MIRROR = "model-mirror"
 MIRROR_READY_FILE = "/tmp/model-mirror.ready"
 MIRROR_SIZE = "4Gi"
-MIRROR_RESOURCES = Resources(cpu="250m", memory="512Mi")
 SKIP_AWAIT = "pulumi.com/skipAwait"
 MODEL_FILE, BATCHING_FILE, MONITORING_FILE = "models.config", "batching.config", "monitoring.config"
 REQUEST_RATE_QUERY = (
@@ -165,6 +165,7 @@ def deployment(serving: Serving, images: Images, config_hash: str) -> dict[str, 
     )
     pod_spec: dict[str, Any] = {
         "serviceAccountName": NAME,
+        "priorityClassName": SERVING_PRIORITY.name,
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": 30,
@@ -195,7 +196,10 @@ def deployment(serving: Serving, images: Images, config_hash: str) -> dict[str, 
         "spec": {
             # No `replicas`: the autoscaler owns it (a declared count would fight every scaling decision).
             "selector": {"matchLabels": selector(NAME)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": SERVING_MAX_SURGE},
+            },
             "template": {
                 "metadata": {
                     "labels": labels(NAME, "serving"),

@@ -1,6 +1,13 @@
 """Training jobs: one builder for TFJob and PyTorchJob, whose container runs ``python -m workloads train``
 with the flags of docs/interfaces.md (each trial of the workflow is one); plus the metrics Service,
 ServiceMonitor, service account, the submitters' RBAC and the network policies of the training namespace.
+
+A PyTorchJob (``ddp``) is elastic, for the training operator v1.9: Worker replicas only (no Master), an
+``elasticPolicy`` from the job's ``workers``, ``min_workers`` and ``max_restarts``, and each pod runs a
+torchrun elastic agent over the trainer (``workloads.training.launcher.agent_command``) that reads the
+``PET_*`` variables the operator injects (``PET_NNODES`` MIN:MAX, a c10d rendezvous hosted by
+``<job>-worker-0`` on the job's port, ``PET_MAX_RESTARTS``): the command and settings the local launcher
+gives its agents (``train --local-workers N --min-workers M``).
 """
 
 from __future__ import annotations
@@ -9,10 +16,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from infra.config import GANG_SCHEDULERS, Images, RbacSubject, TrainingJob
+from infra.config import Images, RbacSubject, TrainingJob
 from infra.specs import data, ports
 from infra.specs.monitoring import service_monitor
 from infra.specs.namespaces import TRAINING, egress_https, egress_to_nodes
+from infra.specs.scheduling import TRAINING_PRIORITY
 from infra.specs.workload import (
     checkov_skips,
     container_security_context,
@@ -26,6 +34,7 @@ from infra.specs.workload import (
     scratch_volumes,
     workload_env,
 )
+from workloads.training import launcher
 from workloads.workflow import argo
 
 SERVICE_ACCOUNT = "training-worker"
@@ -82,11 +91,8 @@ def replicas(job: TrainingJob) -> dict[str, tuple[int, bool]]:
         # The chief coordinates and parameter servers hold variables: both on CPU; workers compute.
         return {"Chief": (1, False), "Worker": (job.workers, True), "PS": (job.parameter_servers, False)}
     if job.strategy == "ddp":
-        # `workers` counts every process; the operator calls rank 0 the Master.
-        layout = {"Master": (1, True)}
-        if job.workers > 1:
-            layout["Worker"] = (job.workers - 1, True)
-        return layout
+        # Elastic: every pod is an agent of one worker; the rendezvous, not a Master, ranks them.
+        return {"Worker": (job.workers, True)}
     raise ValueError(f"job {job.name}: unknown strategy {job.strategy!r}")
 
 
@@ -110,14 +116,44 @@ def training_job(job: TrainingJob, images: Images) -> dict[str, Any]:
     }
     if job.ttl_seconds_after_finished is not None:
         run_policy["ttlSecondsAfterFinished"] = job.ttl_seconds_after_finished
-    if job.gang_scheduler:
-        run_policy["schedulingPolicy"] = {"minAvailable": sum(count for count, _ in layout.values())}
+    spec: dict[str, Any] = {"runPolicy": run_policy, framework.replica_specs: specs}
+    if is_elastic(job):
+        # One worker per pod (the operator's default, "auto", would start one per CPU or GPU).
+        spec.update(elasticPolicy=elastic_policy(job, framework), nprocPerNode="1")
     return {
         "apiVersion": f"{API_GROUP}/v1",
         "kind": framework.kind,
         "metadata": metadata(job.name, TRAINING, "training"),
-        "spec": {"runPolicy": run_policy, framework.replica_specs: specs},
+        "spec": spec,
     }
+
+
+def is_elastic(job: TrainingJob) -> bool:
+    return job.strategy == "ddp"
+
+
+def elastic_policy(job: TrainingJob, framework: Framework) -> dict[str, Any]:
+    """The PyTorchJob's ``elasticPolicy``: between ``min_workers`` (0: all) and ``workers`` pods, a c10d
+    rendezvous on the job's port of worker 0, ``max_restarts`` worker-group restarts per agent."""
+    minimum = job.min_workers or job.workers
+    if isinstance(minimum, int) and not 1 <= minimum <= job.workers:  # a trial's are placeholders
+        raise ValueError(
+            f"job {job.name}: min_workers is {job.min_workers}; give 1 to workers ({job.workers}), "
+            "or 0 for a fixed-size job"
+        )
+    return {
+        "minReplicas": minimum,
+        "maxReplicas": job.workers,
+        "rdzvBackend": launcher.RDZV_BACKEND,
+        "rdzvPort": framework.port,
+        "rdzvId": job.name,
+        "maxRestarts": job.max_restarts,
+    }
+
+
+def _command(job: TrainingJob) -> list[str]:
+    program = ["python", "-m", "workloads", "train"]
+    return launcher.agent_command(program) if is_elastic(job) else program
 
 
 def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: int) -> dict[str, Any]:
@@ -127,14 +163,14 @@ def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: 
         "name": framework.container,
         "image": image,
         "imagePullPolicy": pull_policy(image),
-        "command": ["python", "-m", "workloads", "train"],
+        "command": _command(job),
         "args": train_args(job),
         "ports": [
             {"name": framework.port_name, "containerPort": framework.port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": ports.TRAINING_METRICS, "protocol": "TCP"},
         ],
         # Caches (Keras, torch) go to the writable /tmp; the root filesystem is read-only.
-        "env": workload_env(),
+        "env": workload_env() + _agent_env(job),
         "resources": resources(job.resources.cpu, job.resources.memory, gpus=gpus),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
@@ -148,6 +184,8 @@ def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: 
     }
     spec: dict[str, Any] = {
         "serviceAccountName": SERVICE_ACCOUNT,
+        # Serving may preempt a trial, which resumes from its checkpoint; a trial may preempt batch steps.
+        "priorityClassName": TRAINING_PRIORITY.name,
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [container],
@@ -155,8 +193,6 @@ def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: 
     }
     if gpus:
         spec.update(gpu_pod_fields())
-    if job.gang_scheduler:
-        spec["schedulerName"] = GANG_SCHEDULERS[job.gang_scheduler]
     return {
         "metadata": {
             "labels": {**labels(job.name, "training"), JOB_LABEL: job.name, METRICS_LABEL: "training"},
@@ -164,6 +200,13 @@ def _pod_template(job: TrainingJob, framework: Framework, images: Images, gpus: 
         },
         "spec": spec,
     }
+
+
+def _agent_env(job: TrainingJob) -> list[dict[str, str]]:
+    """An elastic agent's own settings beside the operator's ``PET_*`` (the local agents' too)."""
+    if not is_elastic(job):
+        return []
+    return [{"name": name, "value": value} for name, value in launcher.AGENT_ENVIRONMENT.items()]
 
 
 def namespace_objects(node_cidr: str, submitters: Sequence[RbacSubject]) -> list[dict[str, Any]]:

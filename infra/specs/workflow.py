@@ -23,6 +23,7 @@ from typing import Any
 from infra.config import Images, ModelSource, Resources, TrainingJob
 from infra.specs import data, model_store, ports, training
 from infra.specs.namespaces import TRAINING
+from infra.specs.scheduling import BATCH_PRIORITY
 from infra.specs.workload import (
     checkov_skips,
     container_security_context,
@@ -87,6 +88,8 @@ def workflow_template(framework: str, images: Images, defaults: WorkflowDefaults
             "entrypoint": DAG,
             "onExit": "record-outcome",
             "serviceAccountName": SERVICE_ACCOUNT,
+            # The steps are batch work; the trials' pods carry the training class (their job's template).
+            "podPriorityClassName": BATCH_PRIORITY.name,
             "parallelism": defaults.parallelism,
             "arguments": {"parameters": _parameters(defaults)},
             "securityContext": pod_security_context(),
@@ -208,9 +211,10 @@ def _ingest(images: Images, defaults: WorkflowDefaults) -> dict[str, Any]:
 
 
 def _trial(framework: str, images: Images, defaults: WorkflowDefaults) -> dict[str, Any]:
-    kind, _ = argo.FRAMEWORKS[framework]
-    leader = "Worker" if framework == "tensorflow" else "Master"
-    leaders = _input("worker-replicas") if leader == "Worker" else "1"
+    kind, strategy = argo.FRAMEWORKS[framework]
+    # Both jobs are Workers only. The operator calls an elastic PyTorchJob done once any worker is (its
+    # agents finish together, and the job may have gone on with fewer); a TFJob once every worker is.
+    done = "> 0" if strategy == "ddp" else f"= {_input('workers')}"
     return {
         "name": "trial",
         "inputs": {"parameters": [{"name": n} for n in (*argo.ITEM_FIELDS, "dataset-digest")]},
@@ -223,8 +227,8 @@ def _trial(framework: str, images: Images, defaults: WorkflowDefaults) -> dict[s
             "action": "create",
             # The job goes with the workflow that made it.
             "setOwnerReference": True,
-            "successCondition": f"status.replicaStatuses.{leader}.succeeded = {leaders}",
-            "failureCondition": f"status.replicaStatuses.{leader}.failed > 0",
+            "successCondition": f"status.replicaStatuses.Worker.succeeded {done}",
+            "failureCondition": "status.replicaStatuses.Worker.failed > 0",
             "manifest": trial_manifest(framework, images, defaults),
         },
         "metadata": {"labels": {"mlstack.io/training-kind": kind}},
@@ -232,7 +236,7 @@ def _trial(framework: str, images: Images, defaults: WorkflowDefaults) -> dict[s
 
 
 # Fields of the trial's job that are whole numbers: the manifest leaves their placeholders unquoted.
-_NUMERIC_INPUTS = ("worker-replicas",)
+_NUMERIC_INPUTS = ("workers", "min-workers", "max-restarts")
 
 
 def trial_manifest(framework: str, images: Images, defaults: WorkflowDefaults) -> str:
@@ -244,7 +248,9 @@ def trial_manifest(framework: str, images: Images, defaults: WorkflowDefaults) -
         framework=framework,
         strategy=strategy,
         model=_input("model"),
-        workers=2,  # the layout's shape; the count is the item's worker-replicas
+        workers=_input("workers"),  # type: ignore[arg-type]
+        min_workers=_input("min-workers"),  # type: ignore[arg-type]
+        max_restarts=_input("max-restarts"),  # type: ignore[arg-type]
         gpus_per_worker=defaults.gpus_per_worker,
         epochs=_input("epochs"),  # type: ignore[arg-type]
         batch_size=_input("batch-size"),  # type: ignore[arg-type]
@@ -271,9 +277,6 @@ def trial_manifest(framework: str, images: Images, defaults: WorkflowDefaults) -
         for container in spec["template"]["spec"]["containers"]:
             container["env"] += model_store.env(defaults.model_source)
             container["volumeMounts"] += mounts
-    job_object["spec"][training.FRAMEWORKS[framework].replica_specs]["Worker"]["replicas"] = _input(
-        "worker-replicas"
-    )
     text = json.dumps(job_object, indent=1)
     for name in _NUMERIC_INPUTS:
         text = text.replace(json.dumps(_input(name)), _input(name))

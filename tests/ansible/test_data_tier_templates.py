@@ -48,15 +48,28 @@ LARGE_VARS = {
     "kafka_sasl_users": [{"name": "broker", "password": SECRET}],
 }
 VARIANTS = {"small": (SMALL, {}), "large": (LARGE, LARGE_VARS), "single": (SINGLE, {})}
+# Variants whose hosts Ansible reaches at a public address (ansible_host) beside the address above in
+# cluster_address, as on AWS; the others set ansible_host only, the roles' fallback.
+SPLIT_ADDRESSES = ("small", "large")
 
 
-def render(tmp: pathlib.Path, hosts: dict, variables: dict, roles: list[str]) -> dict[str, dict[str, str]]:
+def public_address(address: str) -> str:
+    """The SSH address of a host whose cluster address is 10.0.x.y: 198.18.x.y (never a cluster address)."""
+    return "198.18." + address.split(".", 2)[2]
+
+
+def render(
+    tmp: pathlib.Path, hosts: dict, variables: dict, roles: list[str], split_addresses: bool = False
+) -> dict[str, dict[str, str]]:
     """{host: {"<role>/<template>": text}} for every host of the inventory."""
     groups: dict[str, dict] = {}
     for name, (member_of, address) in hosts.items():
+        addresses = {"ansible_host": address}
+        if split_addresses:
+            addresses = {"ansible_host": public_address(address), "cluster_address": address}
         for group in member_of:
             groups.setdefault(group, {"hosts": {}})["hosts"][name] = {
-                "ansible_host": address,
+                **addresses,
                 "ansible_connection": "local",
                 "ansible_python_interpreter": sys.executable,
             }
@@ -92,7 +105,13 @@ def renders(tmp_path_factory) -> dict[str, dict[str, dict[str, str]]]:
     class Cache(dict):
         def __missing__(self, name: str) -> dict[str, dict[str, str]]:
             hosts, variables = VARIANTS[name]
-            self[name] = render(tmp_path_factory.mktemp(name), hosts, variables, ["hdfs", "kafka"])
+            self[name] = render(
+                tmp_path_factory.mktemp(name),
+                hosts,
+                variables,
+                ["hdfs", "kafka"],
+                split_addresses=name in SPLIT_ADDRESSES,
+            )
             return self[name]
 
     return Cache()
@@ -144,6 +163,20 @@ KAFKA_KEYS = {
 KAFKA_LISTENER_KEY = re.compile(
     r"listener\.name\.(broker|controller)\.(ssl\.client\.auth|scram-sha-(256|512)\.sasl\.jaas\.config)"
 )
+
+
+@pytest.mark.parametrize("name", SPLIT_ADDRESSES)
+def test_no_data_tier_file_names_an_address_ansible_alone_uses(renders, name):
+    hosts = VARIANTS[name][0]
+    public = [public_address(address) for _, address in hosts.values()]
+    named = {
+        f"{host} {template}": found
+        for host, texts in renders[name].items()
+        for template, text in texts.items()
+        if (found := [a for a in public if re.search(rf"(?<![0-9.]){re.escape(a)}(?![0-9])", text)])
+    }
+    assert renders[name], "nothing rendered"
+    assert named == {}, "ansible_host is the SSH address; listeners, voters and HDFS name cluster addresses"
 
 
 def test_hdfs_site_files_are_wellformed_with_webhdfs_and_the_documented_ports(cluster):

@@ -83,8 +83,15 @@ def test_the_release_holds_every_program_the_kafka_role_runs(tarball):
 
 def format_argv(config: pathlib.Path, cluster_id: str) -> list[str]:
     """kafka-storage.sh format as configure.yml runs it (the id joined to its flag: ids may start with '-')."""
-    argv = ["format", "--config", str(config), f"--cluster-id={cluster_id}", "--ignore-formatted"]
-    return argv + ["--add-scram", "SCRAM-SHA-512=[name=admin,password=a-long-password]"]
+    return [
+        "format",
+        "--config",
+        str(config),
+        f"--cluster-id={cluster_id}",
+        "--ignore-formatted",
+        "--add-scram",
+        "SCRAM-SHA-512=[name=admin,password=a-long-password]",
+    ]
 
 
 @pytest.mark.parametrize("generated", [True, False], ids=["random-uuid", "id-starting-with-a-dash"])

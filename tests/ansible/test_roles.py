@@ -9,6 +9,11 @@ import subprocess
 import pytest
 
 from tests.ansible.support import ANSIBLE_DIR, ROLES_DIR, ROOT, VENV_BIN, load_yaml, roles
+from tests.support import interfaces
+
+# Inventory variables that belong to no role (so no role defaults them) but that roles read: each such role
+# documents it in its argument spec, without a default.
+SHARED_INVENTORY_VARIABLES = {"cluster_address"}
 
 
 def argument_specs(role: str) -> dict:
@@ -20,12 +25,44 @@ def defaults(role: str) -> dict:
     return (load_yaml(path) or {}) if path.exists() else {}
 
 
+def role_code(role: str) -> str:
+    """What in the role reads variables: its tasks, vars and templates."""
+    return "\n".join(
+        path.read_text()
+        for part in ("tasks", "vars", "templates")
+        for path in sorted((ROLES_DIR / role / part).glob("*"))
+        if path.is_file()
+    )
+
+
 @pytest.mark.parametrize("role", roles())
 def test_argument_spec_lists_exactly_the_role_defaults(role):
-    options = argument_specs(role)["main"]["options"]
+    options = set(argument_specs(role)["main"]["options"]) - SHARED_INVENTORY_VARIABLES
     assert sorted(options) == sorted(defaults(role)), (
         "meta/argument_specs.yml and defaults/main.yml name different variables"
     )
+
+
+def test_the_shared_inventory_variables_are_the_documented_inventory_variables_no_role_owns():
+    assert interfaces.inventory_variables() >= SHARED_INVENTORY_VARIABLES
+    assert not SHARED_INVENTORY_VARIABLES & {name for role in roles() for name in defaults(role)}
+
+
+@pytest.mark.parametrize("role", roles())
+def test_a_role_that_reads_a_shared_inventory_variable_documents_it_without_a_default(role):
+    options = argument_specs(role)["main"]["options"]
+    code = role_code(role)
+    for name in SHARED_INVENTORY_VARIABLES:
+        read = re.search(rf"\b{name}\b", code) is not None
+        assert (name in options) == read, (
+            f"{name}: read by the role: {read}; in its argument spec: {not read}"
+        )
+        if read:
+            assert "default" not in options[name], f"{name} comes from the inventory; the role has no default"
+            comment = f"# {name} (an inventory variable"
+            assert comment in (ROLES_DIR / role / "defaults" / "main.yml").read_text(), (
+                f"defaults/main.yml does not say where {name} comes from"
+            )
 
 
 @pytest.mark.parametrize("role", roles())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import re
 import sys
 import xml.etree.ElementTree as ElementTree
 
@@ -16,8 +17,12 @@ import yaml
 from tests.ansible.support import ROLES_DIR, ROOT, roles, run_playbook
 
 HERE = pathlib.Path(__file__).parent
+# Cluster addresses: where the nodes reach each other.
 HOSTS = {"server1": "10.0.0.11", "server2": "10.0.0.12", "server3": "10.0.0.13", "agent1": "10.0.0.21"}
-ENDPOINT = "api.mlstack.example"  # as in template_context/k3s.yml
+# Where Ansible reaches the servers (their ansible_host), as on AWS: public addresses beside the cluster
+# addresses in cluster_address. agent1 sets no cluster_address: the roles fall back to its ansible_host.
+PUBLIC = {"server1": "203.0.113.11", "server2": "203.0.113.12", "server3": "203.0.113.13"}
+ENDPOINT = "api.mlstack.example"
 
 
 def fake_k3s():
@@ -47,15 +52,23 @@ def variants() -> list[dict]:
     ]
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> dict[str, dict[str, dict[str, str]]]:
-    out = tmp_path_factory.mktemp("rendered")
+def inventory_host(name: str) -> dict:
+    split = {"ansible_host": PUBLIC[name], "cluster_address": HOSTS[name]} if name in PUBLIC else {}
+    return {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_host": HOSTS[name],
+        **split,
+    }
+
+
+def render(out: pathlib.Path, render_roles: list[dict], **variables) -> dict[str, dict[str, dict[str, str]]]:
+    """{host: {"<role>/<os_vars>": {template: text}}}, every role of render_roles rendered on its hosts."""
     inventory = out / "inventory.yml"
-    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    members = {name: {**host, "ansible_host": ip} for name, ip in HOSTS.items()}
+    members = {name: inventory_host(name) for name in HOSTS}
     servers = {name: value for name, value in members.items() if name.startswith("server")}
     agents = {name: value for name, value in members.items() if name.startswith("agent")}
-    # k3s_api_endpoint, labels and taints: template_context/k3s.yml (role defaults would override inventory here).
+    # Labels and taints: template_context/k3s.yml (role defaults would override inventory values there).
     # The data tier on the same hosts, so that every role renders for a member of its groups.
     data_tier = {
         "hdfs_namenodes": ["server1"],
@@ -70,15 +83,29 @@ def rendered(tmp_path_factory) -> dict[str, dict[str, dict[str, str]]]:
     }
     inventory.write_text(yaml.safe_dump({"all": {"children": groups}}))
     extra = {
-        "render_roles": variants(),
+        "render_roles": render_roles,
         "roles_dir": str(ROLES_DIR),
         "context_dir": str(HERE / "template_context"),
         "out_dir": str(out / "files"),
+        **variables,
     }
     (out / "files").mkdir()
     result = run_playbook(HERE / "playbooks" / "render_templates.yml", inventory, "-e", json.dumps(extra))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     return {host: json.loads((out / "files" / f"{host}.json").read_text()) for host in HOSTS}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, dict[str, dict[str, str]]]:
+    """Every role; the API endpoint a name of its own (an extra var outranks the role defaults loaded)."""
+    return render(tmp_path_factory.mktemp("rendered"), variants(), k3s_api_endpoint=ENDPOINT)
+
+
+@pytest.fixture(scope="module")
+def rendered_default_endpoint(tmp_path_factory) -> dict[str, dict[str, dict[str, str]]]:
+    """The k3s roles with k3s_api_endpoint left at its default."""
+    k3s_variants = [v for v in variants() if v["role"] in PER_MEMBER]
+    return render(tmp_path_factory.mktemp("rendered-default-endpoint"), k3s_variants)
 
 
 @pytest.mark.parametrize(
@@ -105,6 +132,44 @@ def test_every_template_renders_for_every_host_and_os(rendered, template):
 
 def k3s_config(rendered: dict, host: str) -> dict:
     return yaml.safe_load(rendered[host]["k3s/any"]["config.yaml"])
+
+
+def public_addresses_named(rendered: dict) -> dict[str, list[str]]:
+    """For each rendered file ("<host> <role/os> <template>") the SSH-only addresses its text names."""
+    pattern = re.compile(r"(?<![0-9.])(" + "|".join(re.escape(a) for a in PUBLIC.values()) + r")(?![0-9])")
+    return {
+        f"{host} {variant} {name}": found
+        for host, by_variant in rendered.items()
+        for variant, texts in by_variant.items()
+        for name, text in texts.items()
+        if (found := pattern.findall(text))
+    }
+
+
+@pytest.mark.parametrize("fixture", ["rendered", "rendered_default_endpoint"])
+def test_no_template_names_an_address_ansible_alone_uses(request, fixture):
+    rendered = request.getfixturevalue(fixture)
+    assert sum(len(texts) for by_variant in rendered.values() for texts in by_variant.values()) > 0
+    assert public_addresses_named(rendered) == {}, "ansible_host is the SSH address, not the cluster's"
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_each_node_announces_its_cluster_address_or_lets_k3s_pick(rendered, host):
+    config = k3s_config(rendered, host)
+    if host not in PUBLIC:
+        assert "node-ip" not in config and "advertise-address" not in config, (
+            "without cluster_address or k3s_node_ip, k3s picks the default route's address"
+        )
+        return
+    assert config["node-ip"] == HOSTS[host]
+    assert config["advertise-address"] == HOSTS[host]
+
+
+def test_the_api_endpoint_defaults_to_the_first_servers_cluster_address(rendered_default_endpoint):
+    first = HOSTS["server1"]
+    assert k3s_config(rendered_default_endpoint, "agent1")["server"] == f"https://{first}:6443"
+    for server in ("server1", "server2", "server3"):
+        assert k3s_config(rendered_default_endpoint, server)["tls-san"][0] == first
 
 
 @pytest.mark.parametrize("host", HOSTS)

@@ -14,7 +14,7 @@ from .conftest import DASHBOARD_FILES, ROOT, RULE_FILES, RUNBOOKS, require_binar
 STABLE_UIDS = {"mlstack-gpu-nodes", "mlstack-training", "mlstack-serving", "mlstack-data"}
 # Exporters of the cluster whose names are checked against committed lists (kafka-jmx and hdfs-jmx also run
 # here, in the live rig and tests/ansible/test_jmx_exporter.py, which check the lists against the real agents).
-CLUSTER_ONLY_LISTS = ("dcgm-exporter", "kube-state-metrics", "kafka-exporter", "kafka-jmx", "hdfs-jmx")
+CLUSTER_ONLY_LISTS = ("dcgm-exporter", "kube-state-metrics", "kafka-jmx", "hdfs-jmx")
 # Alerts the issue asks for, so none can silently disappear.
 REQUIRED_ALERTS = {
     "GpuXidErrors",

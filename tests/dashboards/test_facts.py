@@ -7,13 +7,13 @@ dashboards/selectors.py (selectors built from params). These tests import both s
 (tests/dashboards/rig/) imports the workloads' definitions and restates none of them.
 """
 
-import json
 import re
 
 import pytest
 
-from dashboards import catalog, contract, tf_serving
+from dashboards import catalog, contract, promql, tf_serving
 from dashboards.params import DEPLOYMENT
+from dashboards.rules import data as data_rules
 from infra.specs import namespaces
 from infra.specs import serving as serving_specs
 from tests.dashboards.rig.scenario import DOCUMENTED_PREFIXES
@@ -39,11 +39,6 @@ WRITTEN_ONCE = {
     dev_metrics.RUNTIME_LATENCY: "dashboards/tf_serving.py",
     **dict.fromkeys(KAFKA_TOPICS),
 }
-
-
-def promql_string(text: str) -> str:
-    """The value of a double-quoted PromQL string literal's body (Go escapes, as JSON's for backslashes)."""
-    return json.loads(f'"{text}"')
 
 
 def registry_series(registry) -> set[str]:
@@ -79,14 +74,15 @@ def test_tf_serving_metric_names_are_the_development_servers():
     )
 
 
-@pytest.mark.parametrize("topic", KAFKA_TOPICS)
-def test_the_kafka_topic_pattern_matches_every_topic_of_the_workloads(topic):
-    # Prometheus anchors label regular expressions at both ends.
-    assert re.fullmatch(promql_string(DEPLOYMENT.kafka_topic_pattern), topic)
-
-
-def test_the_kafka_topic_pattern_leaves_out_other_topics():
-    assert not re.fullmatch(promql_string(DEPLOYMENT.kafka_topic_pattern), "__consumer_offsets")
+def test_the_consumer_lag_alert_reads_the_lag_gauge_of_every_kafka_service():
+    gauges = {
+        family.name
+        for registry in (WorkerMetrics().registry, IngestMetrics().registry)
+        for family in registry.collect()
+        if family.type == "gauge" and family.name.endswith("_consumer_lag")
+    }
+    assert len(gauges) == 2, gauges
+    assert promql.metric_names(data_rules.KAFKA_LAG) == gauges
 
 
 def test_the_namespaces_and_the_autoscaler_are_the_ones_infra_deploys():

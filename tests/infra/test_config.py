@@ -12,6 +12,7 @@ from infra import config
 from infra.config import ConfigError, parse, stack
 from tests.infra.program import ROOT, STACKS, run_program, stack_settings
 from workloads import models
+from workloads.streaming import kafka as kafka_services
 from workloads.streaming.infer_worker import MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
@@ -238,8 +239,14 @@ def test_the_workflow_defaults_are_the_templates_defaults(baremetal):
         ({"models": []}, "models: must list at least one value"),
         ({"learningRates": [0]}, "learningRates: must all be greater than 0"),
         ({"batchSizes": [255]}, "batchSizes: the global batch size 255 must be a multiple of the 2 workers"),
-        ({"framework": "pytorch", "workersPerTrial": 1}, "workersPerTrial: a PyTorchJob has a Master"),
+        ({"workersPerTrial": 0}, "workersPerTrial: must be greater than 0"),
         ({"minTrials": 7}, "minTrials: is 7, but the grid has only 6 trial(s)"),
+        ({"minWorkersPerTrial": 1}, "minWorkersPerTrial: only PyTorch trials are elastic"),
+        (
+            {"framework": "pytorch", "minWorkersPerTrial": 3},
+            "minWorkersPerTrial: is 3, more than --workers-per",
+        ),
+        ({"maxRestarts": -1}, "maxRestarts: "),
         ({"epochs": 0}, "epochs: must be greater than 0, got 0"),
         ({"schedule": "weekly"}, "schedule: 'weekly' is not a cron schedule"),
         ({"epoch": 3}, "epoch: unknown setting; did you mean 'epochs'?"),
@@ -409,3 +416,138 @@ def test_a_tf_serving_older_than_the_exporting_tensorflow_is_refused(aws, image)
 def test_a_tf_serving_that_can_load_them_or_whose_version_is_not_in_its_name_is_accepted(aws, image):
     aws["serving"]["image"] = image
     assert parse(aws).serving.image == image
+
+
+def test_namespace_budgets_default_per_namespace_and_merge_what_the_stack_sets(baremetal):
+    baremetal["namespaceBudgets"] = {"training": {"quota": {"gpus": 2}, "defaultLimit": {"cpu": "2"}}}
+    budgets = parse(baremetal).budgets
+    assert budgets["serving"] == config.settings.DEFAULT_BUDGETS["serving"]
+    default = config.settings.DEFAULT_BUDGETS["training"]
+    assert budgets["training"].quota == config.Quota(
+        default.quota.cpu, default.quota.memory, 2, default.quota.pods
+    )
+    assert budgets["training"].default_limit == config.Resources(cpu="2", memory=default.default_limit.memory)
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        (
+            {"quota": {"cpu": "lots"}},
+            "mlstack:namespaceBudgets.serving.quota.cpu: 'lots' is not a Kubernetes quantity",
+        ),
+        ({"quota": {"pods": 0}}, "mlstack:namespaceBudgets.serving.quota.pods: must be at least 1, got 0"),
+        ({"qouta": {}}, "mlstack:namespaceBudgets.serving.qouta: unknown setting; did you mean 'quota'?"),
+        (
+            {"defaultRequest": {"memory": "2Gi"}},
+            "mlstack:namespaceBudgets.serving.defaultRequest.memory: 2Gi is more than defaultLimit.memory (1Gi)",
+        ),
+    ],
+)
+def test_a_bad_namespace_budget_is_named(baremetal, budget, message):
+    baremetal["namespaceBudgets"] = {"serving": budget}
+    assert error_for(baremetal).startswith(message)
+
+
+def test_a_quota_too_small_for_the_stacks_own_workloads_is_refused(aws):
+    """A quota that cannot hold serving at its most would refuse its pods at admission, after `pulumi up`."""
+    aws["serving"]["resources"] = {"cpu": "4", "memory": "4Gi"}
+    message = error_for(aws)
+    assert message.startswith(
+        "mlstack:namespaceBudgets.serving.quota.cpu: 16 cannot hold TF Serving at serving.maxReplicas (3) plus "
+        "1 rolling-update pod: 17 needed"
+    ), message
+
+
+def test_a_quota_without_gpus_refuses_gpu_trials(aws):
+    aws["namespaceBudgets"]["training"]["quota"]["gpus"] = 0
+    assert error_for(aws).startswith(
+        "mlstack:namespaceBudgets.training.quota.gpus: 0 cannot hold one trial worker "
+        "(workflow.trialResources, workflow.gpusPerWorker): 1 needed"
+    )
+
+
+def test_a_gang_scheduler_is_refused_because_nothing_installs_one(aws):
+    aws["workflow"]["gangScheduler"] = "volcano"
+    message = error_for(aws)
+    assert message.startswith("mlstack:workflow.gangScheduler: no gang scheduler is installed"), message
+
+
+# streaming.kafka: how the streaming services reach the listener the kafka role secures.
+SASL_SSL = {"securityProtocol": "SASL_SSL", "credentialsSecret": "kafka-user", "caConfigMap": "kafka-ca"}
+
+
+def test_the_streaming_services_speak_plaintext_unless_the_stack_says_otherwise(aws):
+    assert parse(aws).streaming.kafka == config.settings.KafkaClient(security_protocol="PLAINTEXT")
+
+
+def test_a_sasl_ssl_listener_is_read_with_its_secret_and_ca(aws):
+    aws["streaming"] = {"kafka": {**SASL_SSL, "saslMechanism": "SCRAM-SHA-256"}}
+    assert parse(aws).streaming.kafka == config.settings.KafkaClient(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-256",
+        credentials_secret="kafka-user",
+        ca_config_map="kafka-ca",
+    )
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_sasl_needs_the_secret_with_the_scram_users_credentials(aws, protocol):
+    aws["streaming"] = {"kafka": {"securityProtocol": protocol, "caConfigMap": "kafka-ca"}}
+    assert error_for(aws) == (
+        f"mlstack:streaming.kafka.credentialsSecret: missing; securityProtocol {protocol} needs a Secret in "
+        "mlstack-data with the keys username and password of a SCRAM user the brokers know (the kafka role's "
+        "kafka_sasl_users); name it here"
+    )
+
+
+def test_tls_needs_the_configmap_with_the_brokers_ca(aws):
+    aws["streaming"] = {"kafka": {"securityProtocol": "SSL"}}
+    assert error_for(aws) == (
+        "mlstack:streaming.kafka.caConfigMap: missing; securityProtocol SSL needs a ConfigMap in mlstack-data "
+        "whose key ca.crt is the PEM of the CA that signed the brokers' certificates (kept in the kafka role's "
+        "kafka_tls_truststore_path); name it here"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"securityProtocol": "SSL", "caConfigMap": "kafka-ca", "credentialsSecret": "kafka-user"},
+         "mlstack:streaming.kafka.credentialsSecret: not used with securityProtocol SSL; remove it or change the "
+         "protocol"),
+        ({"credentialsSecret": "kafka-user"},
+         "mlstack:streaming.kafka.credentialsSecret: not used with securityProtocol PLAINTEXT"),
+        ({"securityProtocol": "SASL_PLAINTEXT", "credentialsSecret": "kafka-user", "caConfigMap": "kafka-ca"},
+         "mlstack:streaming.kafka.caConfigMap: not used with securityProtocol SASL_PLAINTEXT"),
+        ({"saslMechanism": "SCRAM-SHA-256"},
+         "mlstack:streaming.kafka.saslMechanism: not used with securityProtocol PLAINTEXT"),
+        ({"securityProtocol": "TLS"},
+         "mlstack:streaming.kafka.securityProtocol: 'TLS' is not allowed; allowed values: PLAINTEXT, SSL, "
+         "SASL_PLAINTEXT, SASL_SSL"),
+        ({**SASL_SSL, "saslMechanism": "PLAIN"},
+         "mlstack:streaming.kafka.saslMechanism: 'PLAIN' is not allowed; allowed values: SCRAM-SHA-512, "
+         "SCRAM-SHA-256"),
+        ({**SASL_SSL, "credentialsSecret": "Kafka_User"}, "mlstack:streaming.kafka.credentialsSecret: 'Kafka_User' "
+         "must be a DNS label"),
+        ({**SASL_SSL, "password": "x"}, "mlstack:streaming.kafka.password: unknown setting"),
+    ],
+    ids=["secret-without-sasl", "secret-on-plaintext", "ca-without-tls", "mechanism-without-sasl",
+         "unknown-protocol", "not-scram", "bad-secret-name", "a-password-in-the-stack"],
+)  # fmt: skip
+def test_kafka_settings_that_cannot_apply_are_named(aws, settings, message):
+    aws["streaming"] = {"kafka": settings}
+    assert error_for(aws).startswith(message)
+
+
+def test_the_sasl_mechanisms_are_the_kafka_roles_with_its_default_first():
+    specs = yaml.safe_load((ROOT / "ansible/roles/kafka/meta/argument_specs.yml").read_text())
+    role = specs["argument_specs"]["main"]["options"]["kafka_sasl_scram_mechanism"]
+    assert config.settings.KafkaClient().sasl_mechanism == role["default"]
+    assert set(kafka_services.SASL_MECHANISMS) == set(role["choices"])
+
+
+def test_retraining_pytorch_trials_are_elastic_as_the_stack_file_says(aws):
+    aws["workflow"]["retrain"].update(framework="pytorch", minWorkersPerTrial=1, maxRestarts=5)
+    submission = parse(aws).workflow.retrain.submission
+    assert (submission.min_workers_per_trial, submission.max_restarts) == (1, 5)

@@ -137,9 +137,9 @@ def test_the_s3_secret_reaches_the_mirror_every_step_and_every_trial_as_files_an
     steps = [f"WorkflowTemplate {namespaces.TRAINING}/train-select-serve-{framework} step {step} main"
              for framework in ("tensorflow", "pytorch")
              for step in ("ingest", "select", "verify-serving", "record-outcome")]  # fmt: skip
-    trials = [f"TFJob {namespaces.TRAINING}/trial-tfjob Worker tensorflow"] + [
-        f"PyTorchJob {namespaces.TRAINING}/trial-pytorchjob {replica} pytorch"
-        for replica in ("Master", "Worker")
+    trials = [
+        f"TFJob {namespaces.TRAINING}/trial-tfjob Worker tensorflow",
+        f"PyTorchJob {namespaces.TRAINING}/trial-pytorchjob Worker pytorch",  # elastic: Workers only
     ]
     mirror = f"Deployment {namespaces.SERVING}/{serving_specs.NAME} {serving_specs.MIRROR}"
     assert sorted(reading) == sorted([mirror, *steps, *trials])

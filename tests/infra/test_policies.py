@@ -111,7 +111,7 @@ def test_the_stack_config_gpu_requests_reach_the_pods(run: ProgramRun):
     objects = run.kubernetes_objects()
     expected = str(parsed.workflow.gpus_per_worker) if parsed.workflow.gpus_per_worker else None
     trials = [t for w, o, t in pod_templates(objects) if o["kind"] in ("TFJob", "PyTorchJob")]
-    assert len(trials) == 3, "a Worker per TFJob trial, a Master and a Worker per PyTorchJob trial"
+    assert len(trials) == 2, "a Worker per TFJob trial and per (elastic) PyTorchJob trial"
     for template in trials:
         assert template["spec"]["containers"][0]["resources"]["limits"].get(GPU_RESOURCE) == expected
     (serving,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "tf-serving"]
@@ -201,7 +201,7 @@ def test_instances_require_imdsv2_and_every_volume_is_encrypted(aws_run: Program
 
 def test_gpu_pools_get_gpu_instance_types_and_data_volumes_get_mounted(aws_run: ProgramRun):
     instances = {i.name: i.inputs for i in aws_run.of_type("aws:ec2/instance:Instance")}
-    assert instances["nodes-gpu-0"]["instanceType"] == "g5.xlarge"
+    assert instances["nodes-gpu-0"]["instanceType"] == "g5.2xlarge"
     assert "mkfs.xfs" in instances["nodes-gpu-0"]["userData"]
     assert "userData" not in instances["nodes-control-0"]
 

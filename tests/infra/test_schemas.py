@@ -14,7 +14,15 @@ from workloads.workflow import argo
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
 
-CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TFJob", "PyTorchJob", *ARGO_KINDS}
+CUSTOM_KINDS = {
+    "ServiceMonitor",
+    "ScrapeConfig",
+    "PrometheusRule",
+    "ScaledObject",
+    "TFJob",
+    "PyTorchJob",
+    *ARGO_KINDS,
+}
 REPLICA_TYPES = {"TFJob": {"Chief", "Worker", "PS", "Evaluator"}, "PyTorchJob": {"Master", "Worker"}}
 
 

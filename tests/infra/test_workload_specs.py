@@ -10,13 +10,15 @@ import pytest
 
 from infra import config
 from infra.specs import data, serving, streaming, training
+from tests.infra import schemas
 from tests.infra.program import ROOT, ProgramRun
 from workloads import cli
 from workloads.core import settings as core_settings
 from workloads.core.settings import CommandConfig
 from workloads.serving import tfs_config
 from workloads.streaming.infer_worker import MICRO_BATCH_SIZE, MICRO_BATCH_WAIT_MS
-from workloads.training import TRAINERS
+from workloads.training import TRAINERS, launcher
+from workloads.training.config import TrainConfig
 
 pytestmark = pytest.mark.xdist_group(name="infra-program")
 
@@ -114,12 +116,55 @@ def test_training_defaults_read_and_write_the_clusters_hdfs_layout():
             job(strategy="parameter-server", workers=2, parameter_servers=2),
             {"Chief": (1, False), "Worker": (2, True), "PS": (2, False)},
         ),
-        (job(framework="pytorch", strategy="ddp", workers=4), {"Master": (1, True), "Worker": (3, True)}),
-        (job(framework="pytorch", strategy="ddp", workers=1), {"Master": (1, True)}),
+        (job(framework="pytorch", strategy="ddp", workers=4), {"Worker": (4, True)}),
+        (job(framework="pytorch", strategy="ddp", workers=1), {"Worker": (1, True)}),
     ],
 )
 def test_each_strategy_gets_its_replica_layout(spec, layout):
     assert training.replicas(spec) == layout
+
+
+def test_a_ddp_job_is_an_elastic_pytorchjob_whose_pods_run_torchrun_agents_over_the_trainer():
+    spec = job(framework="pytorch", strategy="ddp", workers=3, min_workers=2, max_restarts=5)
+    built = training.training_job(spec, config.Images("r.example/ml", "1"))
+    schemas.validate_training_job(built, config.SUPPORTED_KUBERNETES_MINORS[-1])
+    assert built["spec"]["elasticPolicy"] == {
+        "minReplicas": 2,
+        "maxReplicas": 3,
+        "rdzvBackend": "c10d",
+        "rdzvPort": training.FRAMEWORKS["pytorch"].port,
+        "rdzvId": "run-1",
+        "maxRestarts": 5,
+    }
+    assert built["spec"]["nprocPerNode"] == "1", "the operator's default, auto, is a worker per CPU"
+    (replica,) = built["spec"]["pytorchReplicaSpecs"].values()
+    container = replica["template"]["spec"]["containers"][0]
+    assert container["command"] == launcher.agent_command(["python", "-m", "workloads", "train"])
+    assert {e["name"]: e["value"] for e in container["env"]}.items() >= launcher.AGENT_ENVIRONMENT.items()
+    fixed = training.training_job(
+        job(framework="pytorch", strategy="ddp", workers=3), config.Images("r", "1")
+    )
+    assert (fixed["spec"]["elasticPolicy"]["minReplicas"], fixed["spec"]["elasticPolicy"]["maxRestarts"]) == (
+        3,
+        TrainConfig.max_restarts,
+    )
+
+
+@pytest.mark.parametrize("strategy", ["multi-worker-mirrored", "parameter-server"])
+def test_tensorflow_jobs_stay_plain_workers_of_the_train_command(strategy):
+    built = training.training_job(job(strategy=strategy), config.Images("r.example/ml", "1"))
+    assert "elasticPolicy" not in built["spec"] and "nprocPerNode" not in built["spec"]
+    for replica in built["spec"]["tfReplicaSpecs"].values():
+        container = replica["template"]["spec"]["containers"][0]
+        assert container["command"] == ["python", "-m", "workloads", "train"]
+        assert not {e["name"] for e in container["env"]} & set(launcher.AGENT_ENVIRONMENT)
+
+
+@pytest.mark.parametrize("min_workers", [-1, 4])
+def test_a_minimum_of_workers_outside_one_to_workers_is_refused_naming_the_setting(min_workers):
+    spec = job(framework="pytorch", strategy="ddp", workers=3, min_workers=min_workers)
+    with pytest.raises(ValueError, match=f"job run-1: min_workers is {min_workers}; give 1 to workers"):
+        training.training_job(spec, config.Images("r.example/ml", "1"))
 
 
 def test_gpu_replicas_use_the_cuda_image_and_cpu_replicas_do_not():
@@ -133,14 +178,6 @@ def test_gpu_replicas_use_the_cuda_image_and_cpu_replicas_do_not():
     ps = specs["PS"]["template"]["spec"]
     assert ps["containers"][0]["image"] == "r.example/ml/mlstack-training:1.2.3"
     assert "runtimeClassName" not in ps
-
-
-def test_gang_scheduling_sets_min_available_and_the_scheduler():
-    built = training.training_job(
-        job(workers=4, gang_scheduler="volcano"), config.Images("r.example/ml", "1")
-    )
-    assert built["spec"]["runPolicy"]["schedulingPolicy"] == {"minAvailable": 4}
-    assert built["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["schedulerName"] == "volcano"
 
 
 def test_digests_pin_images_when_configured():
@@ -257,3 +294,101 @@ def test_tf_serving_is_the_release_of_the_tensorflow_that_exports_the_models():
     import importlib.metadata
 
     assert config.Serving().image.rsplit(":", 1)[1] == importlib.metadata.version("tensorflow")
+
+
+# The streaming services on a secured Kafka listener (streaming.kafka): Secret and CA mounted as files, only
+# their paths in the args. tests/system/test_kafka_security.py runs what these render against a real broker.
+SECURED = config.Streaming(
+    kafka=config.settings.KafkaClient(
+        security_protocol="SASL_SSL", credentials_secret="kafka-user", ca_config_map="kafka-ca"
+    )
+)
+
+
+def streaming_pods(settings: config.Streaming) -> dict[str, dict]:
+    """Pod spec of each streaming Deployment, by name, validated against the Kubernetes schema."""
+    from tests.infra.schemas import validate_core
+
+    pods = {}
+    for obj in streaming.objects(settings, config.Images("r.example/ml", "1"), "10.0.0.0/16"):
+        if obj["kind"] == "Deployment":
+            validate_core(obj, config.SUPPORTED_KUBERNETES_MINORS[-1])
+            pods[obj["metadata"]["name"]] = obj["spec"]["template"]["spec"]
+    assert set(pods) == set(streaming.COMMANDS)
+    return pods
+
+
+@pytest.mark.parametrize("name", sorted(streaming.COMMANDS))
+def test_a_secured_listeners_secret_and_ca_are_mounted_read_only_as_files(name):
+    pod = streaming_pods(SECURED)[name]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    secret = volumes[streaming.KAFKA_CREDENTIALS_VOLUME]["secret"]
+    assert secret == {
+        "secretName": "kafka-user",
+        "items": [{"key": "username", "path": "username"}, {"key": "password", "path": "password"}],
+        "defaultMode": 0o440,  # the pod's group (fsGroup) reads it, nobody else
+    }
+    assert pod["securityContext"]["fsGroup"] == pod["containers"][0]["securityContext"]["runAsUser"]
+    ca = volumes[streaming.KAFKA_CA_VOLUME]["configMap"]
+    assert (ca["name"], ca["items"]) == ("kafka-ca", [{"key": "ca.crt", "path": "ca.crt"}])
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    for path, volume in (
+        (streaming.KAFKA_CREDENTIALS_DIR, streaming.KAFKA_CREDENTIALS_VOLUME),
+        (streaming.KAFKA_CA_DIR, streaming.KAFKA_CA_VOLUME),
+    ):
+        assert mounts[path] == {"name": volume, "mountPath": path, "readOnly": True}
+
+
+@pytest.mark.parametrize("name", sorted(streaming.COMMANDS))
+def test_a_secured_listener_reaches_the_services_as_flags_naming_the_mounted_files(name):
+    container = streaming_pods(SECURED)[name]["containers"][0]
+    service = resolved(name, container["args"])
+    assert (
+        service.kafka_security_protocol,
+        service.kafka_sasl_mechanism,
+        service.kafka_credentials_dir,
+        service.kafka_ca_file,
+    ) == ("SASL_SSL", "SCRAM-SHA-512", "/var/run/secrets/mlstack/kafka", "/etc/mlstack/kafka-ca/ca.crt")
+    assert service.kafka_config == ()
+    # No secret in args or environment: the services read files only, and nothing comes from a Secret's keys.
+    assert not any("sasl." in arg or "password" in arg.lower() for arg in container["args"])
+    assert all(set(item) == {"name", "value"} for item in container["env"]), container["env"]
+    assert not any("KAFKA" in item["name"] or "SASL" in item["name"] for item in container["env"])
+
+
+@pytest.mark.parametrize("name", sorted(streaming.COMMANDS))
+def test_a_plaintext_listener_mounts_nothing_for_kafka(name):
+    pod = streaming_pods(config.Streaming())[name]
+    assert not {streaming.KAFKA_CREDENTIALS_VOLUME, streaming.KAFKA_CA_VOLUME} & {
+        v["name"] for v in pod["volumes"]
+    }
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--kafka-security-protocol") + 1] == "PLAINTEXT"
+    assert not {"--kafka-credentials-dir", "--kafka-ca-file", "--kafka-sasl-mechanism"} & set(args)
+
+
+def test_the_services_bootstrap_port_is_the_kafka_roles_broker_listener_port():
+    """The role's listener (server.properties) and its firewalld service use one port; the services dial it."""
+    import yaml
+
+    from infra.specs import ports
+
+    role = yaml.safe_load((ROOT / "ansible/roles/kafka/vars/main.yml").read_text())
+    assert role["_kafka_broker_port"] == ports.KAFKA_BROKER
+    assert role["_kafka_firewalld_broker_service"]["ports"] == [f"{ports.KAFKA_BROKER}/tcp"]
+    for command, args in streaming.COMMANDS.items():
+        rendered = args(SECURED)
+        servers = rendered[rendered.index("--bootstrap-servers") + 1]
+        assert servers.rsplit(":", 1)[1] == str(role["_kafka_broker_port"]), command
+
+
+def test_stream_ingest_is_replaced_not_rolled_so_its_output_never_has_two_writers():
+    """Its manifest is its commit log (streaming.ingestReplicas must be 1); a rolling update would run the
+    new pod beside the old one for a while."""
+    deployments = {
+        obj["metadata"]["name"]: obj
+        for obj in streaming.objects(config.Streaming(), config.Images("r.example/ml", "1"), "10.0.0.0/16")
+        if obj["kind"] == "Deployment"
+    }
+    assert deployments[streaming.STREAM_INGEST]["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployments[streaming.INFER_WORKER]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

@@ -106,4 +106,8 @@ def step_pods(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
             "containers": [{"name": "main", **template["container"]}],
             "volumes": spec.get("volumes", []),
         }
+        # Argo gives each step pod the template's class, else the workflow's.
+        priority = template.get("priorityClassName", spec.get("podPriorityClassName"))
+        if priority:
+            pod_spec["priorityClassName"] = priority
         yield template["name"], {"metadata": template.get("metadata", {}), "spec": pod_spec}

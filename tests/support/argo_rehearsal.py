@@ -23,6 +23,10 @@ something this stand-in (or Argo) would not understand:
   ``successCondition``/``failureCondition`` are evaluated on it (Argo's ``path op value`` form). Each pod
   has ports of its own; the replicas here share one loopback, so their ``--metrics-port`` is 0 (any free
   port), the one change made to a step's args.
+- an elastic PyTorchJob (``elasticPolicy``): the ``PET_*`` variables the operator v1.9 would inject into
+  its pods (:func:`operator_environment`) become the local launcher's elastic agents
+  (:func:`local_agents`), which run the container's own command (a torchrun agent) with those settings
+  and a rendezvous on the loopback; a lost agent the job went on without counts as not succeeded.
 
 Trials run one after another (``parallelism`` only bounds them in the cluster; this machine has two
 cores). What it proves is that the stages agree on every path, flag, file and parameter; what only a
@@ -45,6 +49,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from workloads.core.errors import WorkloadError
+from workloads.training import launcher
 from workloads.training.launcher import LocalJob
 
 _TAG = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
@@ -364,36 +369,96 @@ class Rehearsal:
         return Node(name, template["name"], "Succeeded")
 
     def _operate(self, name: str, job: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        """The training operator: every replica a process with the environment it would inject; the
-        job's status and, when it failed, why."""
-        specs_key, style = {
-            "TFJob": ("tfReplicaSpecs", "tf_config"),
-            "PyTorchJob": ("pytorchReplicaSpecs", "torchrun"),
-        }[job["kind"]]
-        specs = job["spec"][specs_key]
-        order = ["Master", "Chief", "Worker"]
-        if set(specs) - set(order):
-            raise RehearsalError(f"{name}: replica types {sorted(specs)} are not rehearsed")
-        types = [t for t in order if t in specs]
-        counts = {t: int(specs[t]["replicas"]) for t in types}
-        (container,) = specs[types[0]]["template"]["spec"]["containers"]
-        step = self._step_dir(name)
-        pod_tmp = str(step / "tmp")
-        argv = _own_ports([_local(a, pod_tmp) for a in [*container["command"], *container.get("args", [])]])
-        env = {e["name"]: _local(e["value"], pod_tmp) for e in container.get("env", [])}
-        launched = LocalJob(
-            [sys.executable, *argv[1:]], sum(counts.values()), env_style=style, env=env, base_env=self.env,
-            max_restarts=int(job["spec"]["runPolicy"].get("backoffLimit", 0)), timeout=self.step_timeout_s,
-            log_dir=step / "logs", echo=False,
-        )  # fmt: skip
-        try:
-            launched.run()
-            return {"replicaStatuses": {t: {"succeeded": c} for t, c in counts.items()}}, ""
-        except WorkloadError as error:
-            logs = sorted((step / "logs").glob("worker-*.log"))
-            return {
-                "replicaStatuses": {types[0]: {"failed": 1}}
-            }, f"{error}: {_tail(logs[0]) if logs else ''}"
+        return operate(job, self._step_dir(name), self.env, self.step_timeout_s)
+
+
+def operate(
+    job: Mapping[str, Any], step: pathlib.Path, base_env: Mapping[str, str], timeout: float
+) -> tuple[dict[str, Any], str]:
+    """The training operator: every replica of ``job`` a process with the environment it would inject,
+    ``step`` holding the pods' /tmp and logs; the job's status and, when it failed, why."""
+    name = job["metadata"].get("name") or job["metadata"]["generateName"] + "rehearsal"
+    specs_key, style = {
+        "TFJob": ("tfReplicaSpecs", "tf_config"),
+        "PyTorchJob": ("pytorchReplicaSpecs", "torchrun"),
+    }[job["kind"]]
+    specs = job["spec"][specs_key]
+    order = ["Master", "Chief", "Worker"]
+    if set(specs) - set(order):
+        raise RehearsalError(f"{name}: replica types {sorted(specs)} are not rehearsed")
+    types = [t for t in order if t in specs]
+    counts = {t: int(specs[t]["replicas"]) for t in types}
+    elastic = None
+    if "elasticPolicy" in job["spec"]:
+        if types != ["Worker"]:
+            raise RehearsalError(f"{name}: an elastic PyTorchJob has Worker replicas only, not {types}")
+        elastic = local_agents(operator_environment(job, name))
+    (container,) = specs[types[0]]["template"]["spec"]["containers"]
+    pod_tmp = str(step / "tmp")
+    argv = _own_ports([_local(a, pod_tmp) for a in [*container["command"], *container.get("args", [])]])
+    env = {e["name"]: _local(e["value"], pod_tmp) for e in container.get("env", [])}
+    launched = LocalJob(
+        [sys.executable, *argv[1:]], sum(counts.values()), env_style=style, env=env, base_env=base_env,
+        max_restarts=int(job["spec"]["runPolicy"].get("backoffLimit", 0)), timeout=timeout,
+        log_dir=step / "logs", echo=False, elastic=elastic,
+    )  # fmt: skip
+    try:
+        launched.run()
+        counts[types[-1]] -= len(launched.lost)  # elastic: agents the job finished without
+        return {"replicaStatuses": {t: {"succeeded": c} for t, c in counts.items()}}, ""
+    except WorkloadError as error:
+        logs = sorted((step / "logs").glob("worker-*.log"))
+        return {"replicaStatuses": {types[0]: {"failed": 1}}}, f"{error}: {_tail(logs[0]) if logs else ''}"
+
+
+def operator_environment(job: Mapping[str, Any], name: str) -> dict[str, str]:
+    """The ``PET_*`` variables the training operator v1.9 injects into every pod of the elastic PyTorchJob
+    ``job`` named ``name`` (its pkg/controller.v1/pytorch/elastic.go and envvar.go, with the defaults of
+    pytorch_defaults.go: an unset minimum or maximum is the other, or the Worker replicas)."""
+    spec = job["spec"]
+    policy = spec["elasticPolicy"]
+    worker = spec["pytorchReplicaSpecs"]["Worker"]
+    low = policy.get("minReplicas", policy.get("maxReplicas", worker["replicas"]))
+    high = policy.get("maxReplicas", low)
+    port = policy.get("rdzvPort") or next(
+        p["containerPort"]
+        for c in worker["template"]["spec"]["containers"]
+        if c["name"] == "pytorch"
+        for p in c.get("ports", [])
+        if p["name"] == "pytorchjob-port"
+    )
+    env = {
+        "PET_RDZV_ENDPOINT": f"{policy.get('rdzvHost', f'{name}-worker-0')}:{port}",
+        "PET_RDZV_BACKEND": policy.get("rdzvBackend", "c10d"),
+        "PET_NNODES": f"{low}:{high}",
+        # spec.nprocPerNode defaults to "auto" unless the deprecated elasticPolicy.nProcPerNode is set.
+        "PET_NPROC_PER_NODE": str(spec.get("nprocPerNode", policy.get("nProcPerNode", "auto"))),
+    }
+    if "maxRestarts" in policy:
+        env["PET_MAX_RESTARTS"] = str(policy["maxRestarts"])
+    if "rdzvId" in policy:
+        env["PET_RDZV_ID"] = policy["rdzvId"]
+    if conf := policy.get("rdzvConf"):
+        env["PET_RDZV_CONF"] = ",".join(f"{c['key']}={c['value']}" for c in conf)
+    return env
+
+
+def local_agents(pet: Mapping[str, str]) -> launcher.ElasticAgents:
+    """The local launcher's elastic agents with the settings ``pet`` (:func:`operator_environment`) gives
+    the pods; the rendezvous moves to the loopback. What the local launcher cannot be is refused."""
+    if pet["PET_RDZV_BACKEND"] != launcher.RDZV_BACKEND:
+        raise RehearsalError(f"rendezvous backend {pet['PET_RDZV_BACKEND']!r}: only c10d is rehearsed")
+    if pet["PET_NPROC_PER_NODE"] != "1":
+        raise RehearsalError(f"PET_NPROC_PER_NODE={pet['PET_NPROC_PER_NODE']}: local agents run one worker")
+    low, _, high = pet["PET_NNODES"].partition(":")
+    conf = dict(item.split("=", 1) for item in pet.get("PET_RDZV_CONF", "").split(",") if item)
+    return launcher.ElasticAgents(
+        min_nodes=int(low),
+        max_nodes=int(high or low),
+        max_restarts=int(pet.get("PET_MAX_RESTARTS", 0)),  # torchrun's defaults where the pods get none
+        join_timeout=float(conf.get("join_timeout", 600)),
+        run_id=pet.get("PET_RDZV_ID", "none"),
+    )
 
 
 def _local(value: str, pod_tmp: str) -> str:

@@ -8,9 +8,10 @@ explicit and nothing else changed:
   any other command is refused;
 - the pod's paths (its volumes' mount paths) are directories here, given as ``volumes``: every argument,
   environment value and exec-probe argument that names a path under a mount path names the directory;
-- Secrets come from ``secrets`` (``{secret: {key: value}}``), as the kubelet would take them from the
-  Secret objects: a ``secret`` volume of the pod (``pod_volumes``) mounted by the container becomes its
-  files (with the volume's ``defaultMode``) in the mount's directory here; a Secret not given is an
+- Secrets come from ``secrets`` (``{secret: {key: value}}``), ConfigMaps from ``config_maps``, as the
+  kubelet would take them from the objects: a ``secret`` or ``configMap`` volume of the pod
+  (``pod_volumes``) mounted by the container becomes its files (the volume's ``items`` if it lists any,
+  with its ``defaultMode``) in the mount's directory here; an object or listed key not given is an
   error, like a pod stuck in ContainerCreating. Env from a Secret is refused (the project mounts them).
 """
 
@@ -36,8 +37,10 @@ class LocalPod:
     volumes: Mapping[str, pathlib.Path]
     """Pod path (a mount path) -> the directory standing in for it."""
     secrets: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    config_maps: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
     pod_volumes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    """The pod spec's ``volumes``: its ``secret`` volumes are written out for the containers mounting them."""
+    """The pod spec's ``volumes``: its ``secret`` and ``configMap`` volumes are written out for the containers
+    mounting them."""
 
     def local(self, value: str) -> str:
         """``value`` with a pod path under a mount path replaced by its directory here."""
@@ -63,29 +66,40 @@ class LocalPod:
             )
         for directory in self.volumes.values():
             directory.mkdir(parents=True, exist_ok=True)
-        self._write_secret_volumes(container)
+        self.mount(container)
         args = [self.local(arg) for arg in container.get("args", [])]
         return ChildCommand.start(
             command[-1], args, log_dir / f"{container['name']}.log", self.env(container)
         )
 
-    def _write_secret_volumes(self, container: Mapping[str, Any]) -> None:
+    def mount(self, container: Mapping[str, Any]) -> None:
+        """Writes the files of the container's Secret and ConfigMap volumes (``start`` does it first)."""
         volumes = {v["name"]: v for v in self.pod_volumes}
         for mount in container.get("volumeMounts", []):
-            secret = volumes.get(mount["name"], {}).get("secret")
-            if secret is None:
+            volume = volumes.get(mount["name"], {})
+            if "secret" in volume:
+                source, name, kind = volume["secret"], volume["secret"]["secretName"], "Secret"
+                objects = self.secrets
+            elif "configMap" in volume:
+                source, name, kind = volume["configMap"], volume["configMap"]["name"], "ConfigMap"
+                objects = self.config_maps
+            else:
                 continue
             directory = pathlib.Path(self.local(mount["mountPath"]))
             if str(directory) == mount["mountPath"]:
                 raise PodSpecError(
-                    f"{container['name']}: secret mount {mount['mountPath']} has no directory here"
+                    f"{container['name']}: {kind} mount {mount['mountPath']} has no directory here"
                 )
-            if secret["secretName"] not in self.secrets:
-                raise PodSpecError(f"{container['name']}: no Secret {secret['secretName']!r}")
+            if name not in objects:
+                raise PodSpecError(f"{container['name']}: no {kind} {name!r}")
+            data = objects[name]
+            items = source.get("items") or [{"key": key, "path": key} for key in data]
             directory.mkdir(parents=True, exist_ok=True)
-            for key, value in self.secrets[secret["secretName"]].items():
-                (directory / key).write_text(value)
-                (directory / key).chmod(secret.get("defaultMode", 0o644))
+            for item in items:
+                if item["key"] not in data:
+                    raise PodSpecError(f"{container['name']}: {kind} {name!r} has no key {item['key']!r}")
+                (directory / item["path"]).write_text(data[item["key"]])
+                (directory / item["path"]).chmod(item.get("mode", source.get("defaultMode", 0o644)))
 
     def probe(self, container: Mapping[str, Any], probe: str) -> bool:
         """Whether the container's exec ``probe`` (e.g. ``startupProbe``) succeeds now."""

@@ -115,11 +115,17 @@ def test_a_points_key_is_its_content_and_changing_one_point_changes_only_its_key
     assert point.key != argo.Point("pytorch", Trial("plain", 0.1, 64), 2, 0, 2).key  # framework
 
 
-def test_pytorch_trials_are_a_master_and_workers():
-    items = json.loads(
-        arguments(rendered("--framework", "pytorch", "--models", "plain", "--workers-per-trial", "4"))["grid"]
-    )
-    assert items[0]["workers"] == "4" and items[0]["worker-replicas"] == "3"
+def test_pytorch_trials_are_elastic_between_the_min_and_the_workers_per_trial():
+    def item(*flags):
+        base = ("--framework", "pytorch", "--models", "plain", "--workers-per-trial", "4")
+        return json.loads(arguments(rendered(*base, *flags))["grid"])[0]
+
+    fixed = item()
+    assert (fixed["workers"], fixed["min-workers"], fixed["max-restarts"]) == ("4", "4", "3")
+    elastic = item("--min-workers-per-trial", "2", "--max-restarts", "5")
+    assert (elastic["workers"], elastic["min-workers"], elastic["max-restarts"]) == ("4", "2", "5")
+    assert elastic["key"] == fixed["key"], "how a trial rides out lost workers is not what it trains"
+    assert item("--workers-per-trial", "1")["min-workers"] == "1", "one elastic worker is a job"
 
 
 @pytest.mark.parametrize(
@@ -128,7 +134,10 @@ def test_pytorch_trials_are_a_master_and_workers():
         (("--models", "plain,resnet9000"), "--models"),
         (("--learning-rates", ""), "--learning-rates"),
         (("--batch-sizes", "65", "--workers-per-trial", "2"), "--batch-sizes"),
-        (("--framework", "pytorch", "--workers-per-trial", "1"), "--workers-per-trial"),
+        (("--framework", "pytorch", "--min-workers-per-trial", "3"), "--min-workers-per-trial"),
+        (("--min-workers-per-trial", "1"), "--min-workers-per-trial"),
+        (("--framework", "pytorch", "--min-workers-per-trial", "-1"), "--min-workers-per-trial"),
+        (("--framework", "pytorch", "--max-restarts", "-1"), "--max-restarts"),
         (("--models", "plain", "--min-trials", "3"), "--min-trials"),
         (("--argo-server", "http://a", "--kubeconfig", "k"), "--argo-server"),
     ],
@@ -139,14 +148,32 @@ def test_a_bad_grid_is_refused_naming_the_flag_before_anything_is_rendered(flags
     assert field in line and not result.stdout
 
 
-def test_a_source_that_does_not_exist_is_refused_naming_the_flag(tmp_path):
-    missing = tmp_path / "no-such-idx"
-    line = error_line(run_workloads("workflow", "--source", str(missing), timeout=120))
-    assert "--source" in line and str(missing) in line
-    assert (
-        run_workloads("workflow", "--source", str(missing), "--skip-source-check", timeout=120).returncode
-        == 0
-    )
+def test_a_source_that_does_not_exist_is_refused_naming_the_flag():
+    missing = "memory://no-such-idx"  # each process has its own, empty, in-memory store
+    line = error_line(run_workloads("workflow", "--source", missing, timeout=120))
+    assert "--source" in line and missing in line
+    assert run_workloads("workflow", "--source", missing, "--skip-source-check", timeout=120).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--source", "file:///tmp/idx"),
+        ("--dataset", "data/shards"),
+        ("--runs", "/tmp/runs"),
+        ("--model-store", "models"),
+        ("--serving-url", "tf-serving:8501"),
+    ],
+)
+def test_a_path_on_this_machine_is_refused_for_the_pods_that_would_read_it(flag, value):
+    """The workflow's pods see none of the submitting machine's files: refused before anything renders."""
+    result = run_workloads("workflow", flag, value, "--skip-source-check", timeout=120)
+    line = error_line(result, code=2)
+    assert flag in line and value in line and not result.stdout, line
+
+
+def test_a_claims_mount_path_is_a_model_store_the_steps_can_write():
+    assert arguments(rendered("--model-store", "/models"))["model-store"] == "/models"
 
 
 def test_submitting_to_the_argo_server_posts_the_workflow_with_the_token(server, tmp_path):

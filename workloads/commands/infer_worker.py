@@ -10,6 +10,7 @@ Message formats: docs/serving.md. Metrics at http://HOST:--metrics-port/metrics.
 
 Example:
   python -m workloads infer-worker --bootstrap-servers kafka:9092 --server-url http://tf-serving:8501
+  (a secured listener: --kafka-security-protocol SASL_SSL --kafka-credentials-dir DIR --kafka-ca-file FILE)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import dataclasses
 import logging
 
 from workloads.core import logs, signals
-from workloads.core.settings import CommandConfig, non_empty, option, positive, tcp_port
+from workloads.core.settings import non_empty, option, positive, tcp_port
 from workloads.serving import tfs_config
 from workloads.serving.client import RestClient, RetryPolicy
 from workloads.streaming import kafka
@@ -44,10 +45,7 @@ def _rest_url(value: str) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(CommandConfig):
-    bootstrap_servers: str = option(
-        "localhost:9092", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]", check=non_empty
-    )
+class Config(kafka.KafkaOptions):
     group_id: str = option(
         kafka.INFER_WORKER_GROUP,
         help="consumer group; workers in one group share the partitions",
@@ -80,16 +78,12 @@ class Config(CommandConfig):
         METRICS_PORT, help="Prometheus metrics port; 0 = any free port, none = off", check=tcp_port
     )
     metrics_host: str = option("0.0.0.0", help="address the metrics endpoint listens on")
-    kafka_config: tuple[str, ...] = kafka.settings_option()
     ready_file: str | None = option(None, help="write {metrics_port, pid} as JSON here once consuming")
 
 
 def run(config: Config) -> int:
     import os
 
-    from confluent_kafka import Consumer, Producer
-
-    extra = kafka.kafka_settings(config.kafka_config)
     settings = WorkerSettings(
         requests_topic=config.requests_topic,
         results_topic=config.results_topic,
@@ -104,8 +98,7 @@ def run(config: Config) -> int:
     metrics = WorkerMetrics()
     stop = signals.stop_on_signals("the current batch")
     metrics_port = kafka.start_metrics_server(metrics.registry, config.metrics_host, config.metrics_port)
-    consumer = Consumer(kafka.consumer_settings(config.bootstrap_servers, config.group_id, extra))
-    producer = Producer(kafka.producer_settings(config.bootstrap_servers, extra))
+    consumer, producer = config.consumer(config.group_id), config.producer()
     # The worker retries an unavailable server itself, forever; the client tries once per call.
     client = RestClient(
         config.server_url, config.model_name, timeout_s=config.request_timeout, retry=RetryPolicy(attempts=1)

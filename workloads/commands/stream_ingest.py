@@ -18,7 +18,7 @@ import logging
 import os
 
 from workloads.core import logs, signals
-from workloads.core.settings import CommandConfig, at_most, non_empty, option, positive, tcp_port
+from workloads.core.settings import at_most, non_empty, option, positive, tcp_port
 from workloads.data.shards import DEFAULT_SHARD_SIZE
 from workloads.streaming import kafka
 from workloads.streaming.stream_ingest import METRICS_PORT
@@ -27,12 +27,10 @@ HELP = "append image records from Kafka to shards, exactly once (offsets committ
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class Config(CommandConfig):
+# kw_only: the required --output follows the Kafka connection options, which all have defaults.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(kafka.KafkaOptions):
     output: str = option(help="shard directory to append to (path or URL); created if absent, resumed if not")
-    bootstrap_servers: str = option(
-        "localhost:9092", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]", check=non_empty
-    )
     group_id: str = option(
         kafka.STREAM_INGEST_GROUP,
         help="consumer group (its offsets show progress; the manifest is authoritative)",
@@ -55,18 +53,14 @@ class Config(CommandConfig):
     )
     metrics_host: str = option("0.0.0.0", help="address the metrics endpoint listens on")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// output (sets AWS_ENDPOINT_URL)")
-    kafka_config: tuple[str, ...] = kafka.settings_option()
     ready_file: str | None = option(None, help="write {metrics_port, pid} as JSON here once consuming")
 
 
 def run(config: Config) -> int:
-    from confluent_kafka import Consumer, Producer
-
     from workloads.core import storage
     from workloads.streaming.stream_ingest import IngestMetrics, IngestSettings, StreamIngester
 
     storage.set_s3_endpoint(config.s3_endpoint)
-    extra = kafka.kafka_settings(config.kafka_config)
     settings = IngestSettings(
         topic=config.topic,
         output=config.output,
@@ -78,10 +72,8 @@ def run(config: Config) -> int:
     )
     metrics = IngestMetrics()
     stop = signals.stop_on_signals("the current batch")
-    consumer = Consumer(kafka.consumer_settings(config.bootstrap_servers, config.group_id, extra))
-    producer = (
-        Producer(kafka.producer_settings(config.bootstrap_servers, extra)) if config.dlq_topic else None
-    )
+    consumer = config.consumer(config.group_id)
+    producer = config.producer() if config.dlq_topic else None
     ingester = StreamIngester(settings, consumer, producer, metrics)
     metrics_port = kafka.start_metrics_server(metrics.registry, config.metrics_host, config.metrics_port)
     kafka.write_ready_file(config.ready_file, metrics_port=metrics_port, pid=os.getpid())

@@ -25,10 +25,12 @@ import yaml
 from workloads import models
 from workloads.core import fsutil, logs, storage
 from workloads.core.errors import DataError
-from workloads.core.settings import CommandConfig, ConfigError, option, positive
+from workloads.core.settings import CommandConfig, ConfigError, non_negative, option, positive
 from workloads.workflow import argo, search, submit
 from workloads.workflow.search import Grid, SearchSettings
 
+# What the workflow's pods can reach, said by every refusal of a local path.
+IN_CLUSTER = "which the workflow's pods cannot see: give an hdfs://, webhdfs:// or s3:// URL"
 HELP = "render (and submit) the Argo Workflow of the book's system for a grid"
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,17 @@ class Config(CommandConfig):
     seed: int = option(SearchSettings.seed, help="seed shared by every trial")
     workers_per_trial: int = option(
         SearchSettings.workers_per_trial, help="worker processes (pods) per trial", check=positive
+    )
+    min_workers_per_trial: int = option(
+        0,
+        help="PyTorch trials (elastic PyTorchJobs): the fewest workers a trial goes on with when pods are "
+        "lost, 1 to --workers-per-trial; 0 = all of them",
+        check=non_negative,
+    )
+    max_restarts: int = option(
+        SearchSettings.max_restarts,
+        help="PyTorch trials: worker-group restarts per elastic agent (torchrun --max-restarts)",
+        check=non_negative,
     )
     min_trials: int = option(1, help="least number of trials that must succeed to select", check=positive)
     parallelism: int = option(2, help="trials training at once (1 = one after another)", check=positive)
@@ -71,10 +84,7 @@ class Config(CommandConfig):
 
     def validate(self) -> None:
         search.check_options(self)
-        if self.framework == "pytorch" and self.workers_per_trial < 2:
-            raise ConfigError(
-                "--workers-per-trial", "a PyTorchJob has a Master and at least one Worker: give 2 or more"
-            )
+        self._check_elastic()
         trials = len(self.grid().trials())
         if self.min_trials > trials:
             raise ConfigError(
@@ -82,6 +92,34 @@ class Config(CommandConfig):
             )
         if self.argo_server and self.kubeconfig:
             raise ConfigError("--argo-server", "give --argo-server or --kubeconfig, not both")
+        self._check_reachable_from_pods()
+
+    def _check_reachable_from_pods(self) -> None:
+        """The overrides are read and written by the workflow's pods, which see none of this machine's
+        files: a local path would only fail there, after the run is submitted."""
+        for flag, url in (("--source", self.source), ("--dataset", self.dataset), ("--runs", self.runs)):
+            if url is not None and storage.scheme(url) == "file":
+                raise ConfigError(flag, f"{url!r} is a path on this machine, {IN_CLUSTER}")
+        # A PVC model store is a path where the steps mount the claim (serving.modelSource.base).
+        store = self.model_store
+        if store is not None and storage.scheme(store) == "file" and not store.startswith("/"):
+            raise ConfigError(
+                "--model-store", f"{store!r} is relative, {IN_CLUSTER} (or the claim's mount path)"
+            )
+        if self.serving_url is not None and not self.serving_url.startswith(("http://", "https://")):
+            raise ConfigError("--serving-url", f"{self.serving_url!r} is not an http(s):// URL of TF Serving")
+
+    def _check_elastic(self) -> None:
+        minimum, workers = self.min_workers_per_trial, self.workers_per_trial
+        if minimum and self.framework != "pytorch":
+            raise ConfigError(
+                "--min-workers-per-trial", "only PyTorch trials are elastic: pass --framework pytorch or 0"
+            )
+        if minimum > workers:
+            raise ConfigError(
+                "--min-workers-per-trial",
+                f"is {minimum}, more than --workers-per-trial {workers}: give 1 to {workers}, or 0 for all",
+            )
 
     def grid(self) -> Grid:
         return Grid(self.models, self.learning_rates, self.batch_sizes)
@@ -100,6 +138,8 @@ class Config(CommandConfig):
             epochs=self.epochs,
             seed=self.seed,
             workers_per_trial=self.workers_per_trial,
+            min_workers_per_trial=self.min_workers_per_trial,
+            max_restarts=self.max_restarts,
             min_trials=self.min_trials,
             parallelism=self.parallelism,
             overrides={k: v for k, v in overrides.items() if v is not None},

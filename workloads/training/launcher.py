@@ -20,10 +20,13 @@ a second signal kills at once) and the launcher exits 130 or 143 (:class:`Interr
 
 With ``elastic`` (:class:`ElasticAgents`, an elastic PyTorchJob), each of the processes is a torchrun
 elastic agent (one "node" running one worker) joining a c10d rendezvous hosted by agent 0 on a free
-loopback port. The agents restart their workers themselves when one fails or a node joins or
-leaves (``--max-restarts`` each, every rendezvous wait bounded by ``join_timeout``); this launcher
-only watches the agents: losing one is tolerated while at least ``min_nodes`` remain (the job goes
-on smaller), and below that the whole group restarts as above.
+loopback port. ``argv`` is then the agent's command (:func:`agent_command`), the very command of an
+elastic PyTorchJob's pods (``infra.specs.training``), and every agent gets its settings as the
+training operator gives them there: ``PET_*`` variables (:meth:`ElasticAgents.environment`). The
+agents restart their workers themselves when one fails or a node joins or leaves (``max_restarts``
+each, every rendezvous wait bounded by ``join_timeout``); this launcher only watches the agents:
+losing one is tolerated while at least ``min_nodes`` remain (the job goes on smaller), and below that
+the whole group restarts as above.
 
 torchrun normally keeps one store for the workers across restarts, without clearing it; after a
 restart gloo can then read a dead peer's address from the previous round and fail to connect, or
@@ -54,7 +57,7 @@ from workloads.training import cluster
 
 log = logging.getLogger(__name__)
 
-# Set per worker by the launcher; never inherited from the launching process.
+# Set per worker by the launcher; never inherited from the launching process (nor any PET_* variable).
 CLUSTER_VARIABLES = (
     "TF_CONFIG",
     "RANK",
@@ -78,6 +81,24 @@ class Interrupted(SystemExit):
         self.signum = signum
 
 
+AGENT_MODULE = "torch.distributed.run"  # torchrun
+RDZV_BACKEND = "c10d"  # the rendezvous the first agent hosts; no etcd to run
+PET_PREFIX = "PET_"  # torchrun reads a flag it is not given from PET_<FLAG> (the operator sets them)
+AGENT_ENVIRONMENT = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # a fresh store per round (docstring)
+
+
+def agent_command(program: Sequence[str]) -> list[str]:
+    """``program`` (``python -m module ...``) run by a torchrun elastic agent that takes every setting from
+    the ``PET_*`` environment: the command of an elastic PyTorchJob's pods and of the local agents."""
+    if len(program) < 3 or program[1] != "-m":
+        raise ValueError(f"an elastic worker must be `python -m module ...`, got {list(program)}")
+    return [program[0], "-m", AGENT_MODULE, *program[1:]]
+
+
+def is_agent_command(argv: Sequence[str]) -> bool:
+    return list(argv[1:3]) == ["-m", AGENT_MODULE]
+
+
 @dataclasses.dataclass(frozen=True)
 class ElasticAgents:
     """How each process of an elastic job runs: a torchrun agent with one worker (one "node")."""
@@ -96,10 +117,11 @@ class ElasticAgents:
         if not 1 <= self.min_nodes <= self.max_nodes:
             raise ValueError(f"need 1 <= min_nodes <= max_nodes, got {self.min_nodes}:{self.max_nodes}")
 
-    def agent_argv(self, index: int, endpoint: str, program: Sequence[str]) -> list[str]:
-        """torchrun's command line for agent ``index``; ``program`` is ``python -m module ...``."""
-        if len(program) < 3 or program[1] != "-m":
-            raise ValueError(f"an elastic worker must be `python -m module ...`, got {list(program)}")
+    def environment(self, index: int, endpoint: str) -> dict[str, str]:
+        """What agent ``index`` reads: the variables the training operator injects into an elastic
+        PyTorchJob's pods (``PET_NNODES`` MIN:MAX, the rendezvous, ``PET_MAX_RESTARTS``), with a
+        loopback's own rendezvous settings: agent 0 hosts it (every agent here has the same hostname,
+        which in a pod decides it) and every wait is bounded."""
         conf = {
             "is_host": "true" if index == 0 else "false",
             "join_timeout": _seconds(self.join_timeout),
@@ -107,14 +129,17 @@ class ElasticAgents:
             "close_timeout": _seconds(self.close_timeout),
             "read_timeout": _seconds(self.read_timeout),
         }
-        return [
-            program[0], "-m", "torch.distributed.run",
-            "--nnodes", f"{self.min_nodes}:{self.max_nodes}", "--nproc-per-node", "1",
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", self.run_id,
-            "--rdzv-conf", ",".join(f"{k}={v}" for k, v in conf.items()),
-            "--max-restarts", str(self.max_restarts), "--monitor-interval", str(self.monitor_interval),
-            *program[1:],
-        ]  # fmt: skip
+        flags = {
+            "nnodes": f"{self.min_nodes}:{self.max_nodes}",
+            "nproc_per_node": "1",
+            "rdzv_backend": RDZV_BACKEND,
+            "rdzv_endpoint": endpoint,
+            "rdzv_id": self.run_id,
+            "rdzv_conf": ",".join(f"{k}={v}" for k, v in conf.items()),
+            "max_restarts": str(self.max_restarts),
+            "monitor_interval": str(self.monitor_interval),
+        }
+        return {**{PET_PREFIX + k.upper(): v for k, v in flags.items()}, **AGENT_ENVIRONMENT}
 
 
 def visible_gpus(environ: Mapping[str, str]) -> list[str]:
@@ -123,9 +148,6 @@ def visible_gpus(environ: Mapping[str, str]) -> list[str]:
         return [device.strip() for device in environ["CUDA_VISIBLE_DEVICES"].split(",") if device.strip()]
     devices = (p.name.removeprefix("nvidia") for p in pathlib.Path("/dev").glob("nvidia[0-9]*"))
     return sorted((d for d in devices if d.isdigit()), key=int)
-
-
-AGENT_ENVIRONMENT = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # a fresh store per round (docstring)
 
 
 def _seconds(value: float) -> str:
@@ -237,6 +259,8 @@ class LocalJob:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
         if elastic and elastic.max_nodes != num_workers:
             raise ValueError(f"{num_workers} agents cannot make an elastic job of up to {elastic.max_nodes}")
+        if elastic and not is_agent_command(argv):
+            raise ValueError(f"an elastic job runs torchrun agents (agent_command), not {list(argv)}")
         self.argv = list(argv)
         self.num_workers = num_workers
         self.env_style = env_style
@@ -345,10 +369,10 @@ class LocalJob:
             )
         plan = []
         for index in range(self.num_workers):
-            extra = dict(AGENT_ENVIRONMENT)
+            extra = self.elastic.environment(index, endpoint)
             if gpus:  # every agent is a "node" of its own here: give each its own GPU, as its pod would have
                 extra["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-            plan.append((self.elastic.agent_argv(index, endpoint, self.argv), extra))
+            plan.append((self.argv, extra))
         return plan
 
     def _start(self) -> None:
@@ -356,7 +380,11 @@ class LocalJob:
         self.lost = set()
         self.workers, self._pumps = [], []
         for index, (argv, extra) in enumerate(plan):
-            inherited = {k: v for k, v in self.base_env.items() if k not in CLUSTER_VARIABLES}
+            inherited = {
+                k: v
+                for k, v in self.base_env.items()
+                if k not in CLUSTER_VARIABLES and not k.startswith(PET_PREFIX)
+            }
             env = {
                 **children.child_env(inherited),
                 "PYTHONUNBUFFERED": "1",

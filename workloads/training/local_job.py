@@ -5,8 +5,9 @@ What the workers are given mirrors the Kubeflow job that would run them in the c
 - TensorFlow, MultiWorkerMirroredStrategy: N workers with ``TF_CONFIG`` (a TFJob);
 - TensorFlow, parameter server: one chief, N workers and ``--local-ps`` ps tasks with ``TF_CONFIG``
   (a TFJob with ps replicas); the job is done when the chief is;
-- PyTorch DDP: N torchrun elastic agents, one worker each, on a c10d rendezvous (an elastic
-  PyTorchJob); ``--min-workers`` below N lets the job go on when agents are lost.
+- PyTorch DDP: N torchrun elastic agents, one worker each, on a c10d rendezvous, with the command and
+  the ``PET_*`` settings of an elastic PyTorchJob's pods; ``--min-workers`` below N lets the job go on
+  when agents are lost.
 
 One job at a time owns a local checkpoint directory: the launcher holds an exclusive ``flock`` on its
 ``.launcher.lock`` (which names the holder: pid and host) and passes the open file to every worker, so
@@ -86,11 +87,13 @@ def launch_local(
         processes = config.local_workers
         if config.strategy == "parameter-server":
             processes += 1 + config.local_ps  # the chief and the parameter servers
+        argv = worker_argv(config_file, config.threads or worker_threads(config.local_workers))
+        elastic = _elastic_agents(config)
         job = launcher.LocalJob(
-            worker_argv(config_file, config.threads or worker_threads(config.local_workers)),
+            launcher.agent_command(argv) if elastic else argv,
             processes,
             env_style=_env_style(config),
-            elastic=_elastic_agents(config),
+            elastic=elastic,
             max_restarts=config.max_restarts,
             timeout=config.timeout,
             log_dir=log_dir,

@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from workloads.workflow.search import Grid, Trial
+from workloads.workflow.search import Grid, SearchSettings, Trial
 
 # framework -> (kind of its training job, distribution strategy the template's trials use)
 FRAMEWORKS: dict[str, tuple[str, str]] = {
@@ -64,24 +64,29 @@ def _digest(value: Any, length: int = 20) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+# How a trial's job rides out lost workers: not what it trains, so not in its key.
+_HOW_IT_RUNS = ("min_workers", "max_restarts")
+
+
 @dataclasses.dataclass(frozen=True)
 class Point:
-    """One trial of the grid with everything that changes what it trains."""
+    """One trial of the grid with everything that changes what it trains, and how its job runs."""
 
     framework: str
     trial: Trial
     epochs: int
     seed: int
     workers: int
+    min_workers: int = 0
+    """Elastic PyTorchJob: the fewest workers the trial goes on with; 0 = all of them (fixed size)."""
+    max_restarts: int = SearchSettings.max_restarts
+    """Elastic PyTorchJob: worker-group restarts per agent."""
 
     @property
     def key(self) -> str:
         """Content key: the same settings give the same key, whatever the trial is called."""
-        return _digest({**dataclasses.asdict(self), "strategy": FRAMEWORKS[self.framework][1]})
-
-    def worker_replicas(self) -> int:
-        """Replicas of type Worker: every process for a TFJob; beside the Master for a PyTorchJob."""
-        return self.workers if self.framework == "tensorflow" else self.workers - 1
+        trained = {k: v for k, v in dataclasses.asdict(self).items() if k not in _HOW_IT_RUNS}
+        return _digest({**trained, "strategy": FRAMEWORKS[self.framework][1]})
 
     def item(self) -> dict[str, str]:
         """The grid item the template's trial reads (``{{item.<name>}}``), every value a string."""
@@ -94,7 +99,8 @@ class Point:
             "epochs": str(self.epochs),
             "seed": str(self.seed),
             "workers": str(self.workers),
-            "worker-replicas": str(self.worker_replicas()),
+            "min-workers": str(self.min_workers or self.workers),
+            "max-restarts": str(self.max_restarts),
         }
 
 
@@ -113,10 +119,20 @@ class Submission:
     min_trials: int
     parallelism: int
     overrides: dict[str, str] = dataclasses.field(default_factory=dict)  # parameter -> value
+    min_workers_per_trial: int = 0  # see Point.min_workers
+    max_restarts: int = SearchSettings.max_restarts
 
     def points(self) -> list[Point]:
         return [
-            Point(self.framework, trial, self.epochs, self.seed, self.workers_per_trial)
+            Point(
+                self.framework,
+                trial,
+                self.epochs,
+                self.seed,
+                self.workers_per_trial,
+                self.min_workers_per_trial,
+                self.max_restarts,
+            )
             for trial in self.grid.trials()
         ]
 

@@ -8,7 +8,7 @@ sorts every dashboard query:
 - **data**: all its metrics exist in this Prometheus, and ``query_range`` returned samples;
 - **no data**: all its metrics exist here, yet the query matched nothing (a wrong label, job or
   unit): a failure;
-- **not here**: it reads a metric nothing here exports (DCGM, kube-state-metrics, kafka_exporter, or a
+- **not here**: it reads a metric nothing here exports (DCGM, kube-state-metrics, or a
   workload that was not run); such names are checked against the committed lists instead, and a
   name that a source running here *should* export is a failure.
 

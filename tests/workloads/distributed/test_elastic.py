@@ -4,6 +4,7 @@ with SIGKILL mid-run, and the job finishing from its last checkpoint."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -152,3 +153,32 @@ def test_when_an_agent_is_lost_for_good_an_elastic_job_finishes_on_the_remaining
     assert survivor[0][0]["world_size"] == 2 and survivor[-1][0]["world_size"] == 1
     data = [r for r in survivor[-1] if r["msg"] == "training data"]
     assert data[0]["per_worker_batch"] == BATCH  # the same global batch, now on one worker
+
+
+@pytest.mark.timeout(300)
+def test_the_generated_elastic_pytorchjob_trains_with_the_operators_settings_on_local_agents(
+    small_dataset, tmp_path
+):
+    """The stack's PyTorchJob for an elastic run, its pods' command and the PET_* variables the operator
+    gives them, run by the rehearsal's operator stand-in as two local agents (file:// URLs: the stand-in
+    takes a path under /tmp for the pods' own /tmp)."""
+    from infra.config import Images, Resources, TrainingJob
+    from infra.specs import training
+    from tests.support.argo_rehearsal import operate
+    from tests.workloads.support import subprocess_env
+
+    spec = TrainingJob(
+        name="elastic-run", framework="pytorch", strategy="ddp", workers=2, min_workers=1, max_restarts=2,
+        epochs=1, batch_size=BATCH, data=small_dataset.as_uri(), checkpoint_dir=f"{tmp_path.as_uri()}/checkpoints",
+        output=f"{tmp_path.as_uri()}/model", resources=Resources(cpu="1", memory="2Gi"),
+    )  # fmt: skip
+    job = training.training_job(spec, Images("r.example/ml", "1"))
+    status, why = operate(job, tmp_path / "pods", subprocess_env(LOGLEVEL="INFO"), timeout=240)
+
+    assert status == {"replicaStatuses": {"Worker": {"succeeded": 2}}}, why
+    record = trained_model.read_record(spec.output)
+    assert record.world_size == 2 and record.steps == 2048 // BATCH
+    for agent in (0, 1):  # torchrun's own account of how it was launched
+        log = (tmp_path / "pods" / "logs" / f"worker-{agent}.log").read_text()
+        settings = dict(re.findall(r"\] +(min_nodes|max_nodes|max_restarts|rdzv_backend) +: (\S+)", log))
+        assert settings == {"min_nodes": "1", "max_nodes": "2", "max_restarts": "2", "rdzv_backend": "c10d"}

@@ -53,28 +53,75 @@ def test_collective_failures_count_as_a_lost_peer_and_other_errors_do_not():
     assert error.exit_code == 138 and "lost contact with a peer worker while training" in str(error)
 
 
+def torchrun_settings(argv: list[str], env: dict[str, str]):
+    """What torchrun makes of the agent command ``argv`` in the environment ``env`` (its own parser,
+    which takes every flag it is not given from ``PET_<FLAG>``)."""
+    from unittest import mock
+
+    from torch.distributed import run
+
+    assert argv[1:3] == ["-m", launcher.AGENT_MODULE]
+    with mock.patch.dict("os.environ", env, clear=True):
+        return run.get_args_parser().parse_args(argv[3:])
+
+
 def test_each_elastic_agent_joins_one_c10d_rendezvous_with_bounded_waits():
-    agents = launcher.ElasticAgents(min_nodes=1, max_nodes=2, max_restarts=3, join_timeout=60)
+    agents = launcher.ElasticAgents(min_nodes=1, max_nodes=2, max_restarts=3, join_timeout=60, run_id="r")
     program = ["python", "-m", "workloads", "train", "--config", "c.json"]
-    first, second = (agents.agent_argv(i, "127.0.0.1:5000", program) for i in range(2))
+    command = launcher.agent_command(program)
+    first, second = (torchrun_settings(command, agents.environment(i, "127.0.0.1:5000")) for i in range(2))
 
-    def option(argv, name):
-        return argv[argv.index(name) + 1]
-
-    assert first[:3] == ["python", "-m", "torch.distributed.run"] and first[-5:] == program[1:]
-    assert option(first, "--nnodes") == "1:2" and option(first, "--nproc-per-node") == "1"
-    assert option(first, "--rdzv-backend") == "c10d" and option(first, "--max-restarts") == "3"
-    assert option(first, "--rdzv-endpoint") == option(second, "--rdzv-endpoint") == "127.0.0.1:5000"
-    conf = [
-        dict(item.split("=") for item in option(argv, "--rdzv-conf").split(",")) for argv in (first, second)
-    ]
+    assert command[:3] == ["python", "-m", "torch.distributed.run"] and command[3:] == program[1:]
+    assert (first.nnodes, first.nproc_per_node, first.max_restarts) == ("1:2", "1", 3)
+    assert (first.rdzv_backend, first.rdzv_id) == ("c10d", "r")
+    assert first.module and (first.training_script, first.training_script_args) == ("workloads", program[3:])
+    assert first.rdzv_endpoint == second.rdzv_endpoint == "127.0.0.1:5000"
+    conf = [dict(item.split("=") for item in args.rdzv_conf.split(",")) for args in (first, second)]
     assert [c["is_host"] for c in conf] == ["true", "false"]
     assert all(c["join_timeout"] == "60" and int(c["last_call_timeout"]) > 0 for c in conf)
     assert launcher.AGENT_ENVIRONMENT == {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    assert agents.environment(0, "e").items() >= launcher.AGENT_ENVIRONMENT.items()
     with pytest.raises(ValueError, match="python -m module"):
-        agents.agent_argv(0, "127.0.0.1:5000", ["python", "-c", "pass"])
+        launcher.agent_command(["python", "-c", "pass"])
     with pytest.raises(ValueError, match="min_nodes <= max_nodes"):
         launcher.ElasticAgents(min_nodes=3, max_nodes=2, max_restarts=0, join_timeout=1)
+    with pytest.raises(ValueError, match="torchrun agents"):
+        launcher.LocalJob(program, 2, elastic=agents)
+
+
+def elastic_trial_job(**settings) -> dict:
+    """The PyTorchJob the stack generates for an elastic DDP run of ``settings``."""
+    from infra.config import Images, TrainingJob
+    from infra.specs import training
+
+    spec = TrainingJob(name="run-1", framework="pytorch", strategy="ddp", **settings)
+    return training.training_job(spec, Images("r.example/ml", "1"))
+
+
+def test_the_operators_pet_variables_start_the_pods_command_as_an_elastic_agent_of_the_jobs_settings():
+    from tests.support.argo_rehearsal import local_agents, operator_environment
+
+    job = elastic_trial_job(workers=3, min_workers=2, max_restarts=5)
+    (replica,) = job["spec"]["pytorchReplicaSpecs"].values()
+    container = replica["template"]["spec"]["containers"][0]
+    pet = operator_environment(job, "run-1")
+    pod_env = {**{e["name"]: e["value"] for e in container["env"]}, **pet}
+    agent = torchrun_settings(container["command"] + container["args"], pod_env)
+    assert (agent.nnodes, agent.nproc_per_node, agent.max_restarts) == ("2:3", "1", 5)
+    assert (agent.rdzv_backend, agent.rdzv_endpoint, agent.rdzv_id) == (
+        "c10d",
+        "run-1-worker-0:23456",
+        "run-1",
+    )
+    assert agent.module and agent.training_script == "workloads"
+    assert agent.training_script_args == ["train", *container["args"]]
+    # The local launcher's agents get the very same settings; only the rendezvous moves to the loopback.
+    agents = local_agents(pet)
+    assert (agents.min_nodes, agents.max_nodes, agents.max_restarts) == (2, 3, 5)
+    local = agents.environment(0, "127.0.0.1:1234")
+    assert {k: local[k] for k in pet if k != "PET_RDZV_ENDPOINT"} == {
+        k: v for k, v in pet.items() if k != "PET_RDZV_ENDPOINT"
+    }
 
 
 def test_a_local_parameter_server_cluster_has_a_chief_then_workers_then_ps_tasks():
@@ -159,12 +206,12 @@ def test_visible_gpus_follow_cuda_visible_devices(environ, expected):
 
 def test_each_local_elastic_agent_gets_a_gpu_of_its_own_when_there_are_gpus():
     agents = launcher.ElasticAgents(min_nodes=2, max_nodes=2, max_restarts=1, join_timeout=10)
-    program = ["python", "-m", "workloads", "train"]
+    program = launcher.agent_command(["python", "-m", "workloads", "train"])
     with_gpus = launcher.LocalJob(program, 2, elastic=agents, base_env={"CUDA_VISIBLE_DEVICES": "0,1"})
     assert [env["CUDA_VISIBLE_DEVICES"] for _, env in with_gpus.launch_plan()] == ["0", "1"]
     without = launcher.LocalJob(program, 2, elastic=agents, base_env={"CUDA_VISIBLE_DEVICES": ""})
     plan = without.launch_plan()
     assert all("CUDA_VISIBLE_DEVICES" not in env for _, env in plan)
     assert all(env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1" for _, env in plan)
-    endpoints = {argv[argv.index("--rdzv-endpoint") + 1] for argv, _ in plan}
-    assert len(endpoints) == 1
+    assert len({env["PET_RDZV_ENDPOINT"] for _, env in plan}) == 1
+    assert all(argv == program for argv, _ in plan)
