@@ -136,7 +136,9 @@ def _dag() -> dict[str, Any]:
     return {
         "name": DAG,
         "dag": {
-            # A failed trial does not stop the others; the selection decides whether enough succeeded.
+            # A failed trial does not stop the others; the selection runs on `trial.Failed` too and decides
+            # whether enough succeeded (Argo refuses continueOn beside depends; a failure some task depends on
+            # does not fail the DAG once that task completes).
             "failFast": False,
             "tasks": [
                 {"name": "ingest", "template": "ingest"},
@@ -145,7 +147,6 @@ def _dag() -> dict[str, Any]:
                     "template": "trial",
                     "depends": "ingest",
                     "withParam": parameter("grid"),
-                    "continueOn": {"failed": True},
                     "arguments": {"parameters": [*item, {"name": "dataset-digest", "value": digest}]},
                 },
                 {"name": "select", "template": "select", "depends": "trial || trial.Failed"},

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from tests.infra.program import STACKS, ProgramRun, run_program
+from tests.support import control_plane as control_plane_support
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 _RUNS: dict[str, ProgramRun] = {}
@@ -46,3 +47,10 @@ def aws_run(ansible_project: pathlib.Path) -> ProgramRun:
 @pytest.fixture(scope="module")
 def baremetal_run(ansible_project: pathlib.Path) -> ProgramRun:
     return program_run("baremetal-example", ansible_project)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory):
+    """etcd and kube-apiserver (built by `make control-plane` when missing), once per test process."""
+    with control_plane_support.running(tmp_path_factory.mktemp("control-plane")) as plane:
+        yield plane

@@ -10,8 +10,9 @@ something this stand-in (or Argo) would not understand:
 - ``{{...}}`` substitution of ``workflow.*``, ``inputs.parameters.*``, ``item.*`` and
   ``tasks.<task>.outputs.parameters.*``; anything else left in a string is an error;
 - the DAG in dependency order: ``depends`` expressions (``&&``, ``||``, ``!``, ``task.Result``),
-  ``withParam`` fan-out, ``continueOn.failed``, ``failFast: false``, and the ``onExit`` handler with
-  ``workflow.status`` and ``workflow.failures``;
+  ``withParam`` fan-out, ``failFast: false``, the DAG's phase from its leaves' branches as Argo assesses
+  it, and the ``onExit`` handler with ``workflow.status`` and ``workflow.failures``; ``continueOn``, which
+  Argo refuses beside ``depends``, is refused here too;
 - ``memoize``: a JSON file per cache stands in for its ConfigMap; a hit restores the outputs and skips
   the step; ``maxAge`` is honoured;
 - container steps run as local processes with exactly the template's command, args and env: ``python``
@@ -266,14 +267,13 @@ class Rehearsal:
             pending.remove(task)
             result = self._task(task, results, nodes)
             results[task["name"]] = result
-            tolerated = task.get("continueOn", {}).get("failed", False)
-            failed |= result.phase in ("Failed", "Error") and not tolerated
+            failed |= result.phase in ("Failed", "Error")
             if failed and dag.get("failFast", True):
-                break
-        return "Failed" if failed else "Succeeded"
+                return "Failed"
+        return dag_phase(dag["tasks"], results)
 
     def _task(self, task: Mapping[str, Any], results: dict[str, Node], nodes: list[Node]) -> Node:
-        if unsupported := set(task) - {"name", "template", "depends", "withParam", "continueOn", "arguments"}:
+        if unsupported := set(task) - {"name", "template", "depends", "withParam", "arguments"}:
             raise RehearsalError(f"task {task['name']}: the rehearsal does not support {sorted(unsupported)}")
         if task.get("depends") and not depends_holds(task["depends"], results):
             node = Node(task["name"], task["template"], "Omitted")
@@ -473,6 +473,23 @@ def _own_ports(argv: list[str]) -> list[str]:
     return [
         ("0" if before == "--metrics-port" else arg) for before, arg in zip(["", *argv], argv, strict=False)
     ]
+
+
+def dag_phase(tasks: list[Mapping[str, Any]], results: Mapping[str, Node]) -> str:
+    """Argo's assessDAGPhase: each leaf task's branch phase decides. A completed task sets its branch's
+    phase; an omitted one inherits its parents', a failure preferred. So a failure that a later task
+    depends on (``trial.Failed``) does not fail the DAG once that task completes."""
+    parents = {t["name"]: _task_names(t.get("depends", "")) for t in tasks}
+    branch: dict[str, str] = {}
+    for name, node in results.items():  # in the order they ran: parents first
+        phase = node.phase
+        if phase in ("Succeeded", "Failed", "Error"):
+            branch[name] = phase
+        else:
+            inherited = [branch[p] for p in parents[name]]
+            branch[name] = next((p for p in inherited if p in ("Failed", "Error")), "Succeeded")
+    leaves = set(parents) - set().union(*parents.values())
+    return "Failed" if any(branch[leaf] in ("Failed", "Error") for leaf in leaves) else "Succeeded"
 
 
 def _task_names(expression: str) -> set[str]:

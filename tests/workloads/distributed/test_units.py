@@ -215,3 +215,29 @@ def test_each_local_elastic_agent_gets_a_gpu_of_its_own_when_there_are_gpus():
     assert all(env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1" for _, env in plan)
     assert len({env["PET_RDZV_ENDPOINT"] for _, env in plan}) == 1
     assert all(argv == program for argv, _ in plan)
+
+
+@pytest.mark.parametrize(
+    ("phases", "expected"),
+    [
+        (
+            {"ingest": "Succeeded", "trial": "Failed", "select": "Succeeded", "verify": "Succeeded"},
+            "Succeeded",
+        ),
+        ({"ingest": "Succeeded", "trial": "Failed", "select": "Failed", "verify": "Omitted"}, "Failed"),
+        ({"ingest": "Error", "trial": "Omitted", "select": "Omitted", "verify": "Omitted"}, "Failed"),
+    ],
+)
+def test_the_rehearsal_assesses_a_dag_by_its_leaves_branches_as_argo_does(phases, expected):
+    """A failure a later task depends on (``trial.Failed``) does not fail the DAG once that task completes;
+    an omitted leaf inherits the failure above it."""
+    from tests.support.argo_rehearsal import Node, dag_phase
+
+    tasks = [
+        {"name": "ingest"},
+        {"name": "trial", "depends": "ingest"},
+        {"name": "select", "depends": "trial || trial.Failed"},
+        {"name": "verify", "depends": "select"},
+    ]
+    results = {name: Node(name, name, phase) for name, phase in phases.items()}
+    assert dag_phase(tasks, results) == expected
