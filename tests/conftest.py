@@ -79,3 +79,13 @@ def s3_endpoint():
     yield endpoint
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server (SQLite backend store, proxied artifacts in a temporary directory)
+    on a free loopback port, for the whole session; its URI."""
+    from tests.workloads.mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri

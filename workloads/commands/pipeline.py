@@ -3,6 +3,8 @@ files at --data) -> shards -> grid search with multi-worker training on local pr
 selection on the held-out split -> SavedModel export promoted into TF Serving's layout ->
 predictions from the exported model with accuracy. Ends by listing where every artifact is.
 Re-running reuses what is already done (shards and trained trials with the same settings).
+Runs and the registered winner are recorded in MLflow: --tracking-uri or MLFLOW_TRACKING_URI, else
+sqlite:///WORKDIR/mlflow.db, whose UI command ends the output; --no-tracking records nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pathlib
 from workloads import models
 from workloads.commands.search import trial_option
 from workloads.commands.select import min_accuracy_option
-from workloads.core import storage
+from workloads.core import storage, tracking
 from workloads.core.settings import CommandConfig, option, positive
 from workloads.serving.tfs_config import MODEL_NAME, model_name_problem
 from workloads.workflow import search, selection
@@ -52,6 +54,8 @@ class Config(CommandConfig):
     min_accuracy: float | None = min_accuracy_option()
     seed: int = option(SearchSettings.seed, help="seed for the synthetic data, initial weights and shuffling")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// data (sets AWS_ENDPOINT_URL)")
+    tracking_uri: str | None = tracking.uri_option()
+    no_tracking: bool = tracking.off_option()
 
     def validate(self) -> None:
         search.check_options(self)
@@ -71,5 +75,11 @@ class Config(CommandConfig):
 
 def run(config: Config) -> int:
     storage.set_s3_endpoint(config.s3_endpoint)
-    run_pipeline(config.settings())
+    # Resolving the tracking checks that its store answers, before anything runs.
+    tracked = tracking.resolve(config.tracking_uri, config.no_tracking, pathlib.Path(config.workdir))
+    run_pipeline(dataclasses.replace(config.settings(), tracking=tracked))
+    if tracked is not None and tracked.artifacts is not None:
+        print(f"Open the MLflow UI on its runs: {tracking.ui_command(tracked)}", flush=True)
+    elif tracked is not None:
+        print(f"Runs and the registered model are in MLflow at {tracked.uri}", flush=True)
     return 0

@@ -1,7 +1,8 @@
 """Grid search: train every (model, learning rate, batch size) combination as an independent
 multi-worker job on local processes (fan-out). Trials already trained with the same settings are
 skipped. Writes WORKDIR/trials/<trial>/{model,checkpoints,logs} and WORKDIR/search.json; pick the
-winner with `python -m workloads select --candidates WORKDIR/trials`.
+winner with `python -m workloads select --candidates WORKDIR/trials`. The search and its trials are
+recorded in MLflow (--tracking-uri, MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlflow.db; --no-tracking).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pathlib
 from typing import Any
 
 from workloads import models
-from workloads.core import logs, storage
+from workloads.core import logs, storage, tracking
 from workloads.core.settings import Check, CommandConfig, non_negative, option, positive
 from workloads.workflow import search
 from workloads.workflow.search import Grid, SearchSettings
@@ -58,6 +59,8 @@ class Config(CommandConfig):
     trial_timeout: float = trial_option("trial_timeout")
     collective_timeout: float = trial_option("collective_timeout")
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// data (sets AWS_ENDPOINT_URL)")
+    tracking_uri: str | None = tracking.uri_option()
+    no_tracking: bool = tracking.off_option()
 
     def validate(self) -> None:
         search.check_options(self)
@@ -68,7 +71,10 @@ class Config(CommandConfig):
 
 def run(config: Config) -> int:
     storage.set_s3_endpoint(config.s3_endpoint)
-    results = search.run_search(config.settings())
+    settings = config.settings()
+    # Resolving the tracking checks that its store answers, before any trial starts.
+    tracked = tracking.resolve(config.tracking_uri, config.no_tracking, settings.workdir)
+    results = search.run_search(settings, tracked)
     failed = [r.trial.name for r in results if r.status == "failed"]
     log.info(
         "search finished",

@@ -9,6 +9,11 @@ of --grid under --runs (RUNS/<key>/model for each grid item). By default every c
 with --min-candidates N those without a trained model (failed trials) are skipped with a warning, and
 fewer than N found is an error. --promoted-output writes what was promoted as JSON for the next step
 (verify-serving --promoted).
+
+With MLflow tracking (--tracking-uri, MLFLOW_TRACKING_URI, else the store the winner was trained with;
+--no-tracking for none), the ranking is logged to the search's run, a winner above the floor is
+registered as a new version of --model-name with the alias `champion`, and the aliased version is the
+one promoted, tagged with its TF Serving version.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from workloads.core import logs, storage
-from workloads.core.errors import DataError
+from workloads.core import logs, storage, tracking
+from workloads.core.errors import DataError, WorkloadError
 from workloads.core.settings import CommandConfig, ConfigError, option, positive
 from workloads.data import datasets
 from workloads.data.shards import ShardCache, ShardSet
@@ -83,6 +88,8 @@ class Config(CommandConfig):
         "run_name, metric, accuracy, data); needs --model-base-path; none = do not write",
     )
     s3_endpoint: str | None = option(None, help="S3 endpoint URL for s3:// (sets AWS_ENDPOINT_URL)")
+    tracking_uri: str | None = tracking.uri_option()
+    no_tracking: bool = tracking.off_option()
 
     def validate(self) -> None:
         if (self.grid is None) != (self.runs is None):
@@ -115,6 +122,7 @@ def held_out(url: str) -> str:
 
 def run(config: Config) -> int:
     storage.set_s3_endpoint(config.s3_endpoint)
+    tracked = tracking.resolve(config.tracking_uri, config.no_tracking, None)
     candidates = selection.find_candidates(config.all_candidates(), config.min_candidates)
     test_data = ShardSet.open(held_out(config.data), cache=ShardCache())
     rows = selection.select(candidates, test_data, config.metric)
@@ -123,12 +131,32 @@ def run(config: Config) -> int:
         table = selection.results_json(rows, config.metric, test_data.url)
         storage.publish_bytes(config.results, table.encode())
         log.info("results table written", extra=logs.fields(path=config.results))
+    registered = None if config.no_tracking else _register(config, tracked, rows, test_data)
     if config.model_base_path:
-        _promote(config, config.model_base_path, rows[0], test_data)
+        winner = rows[0] if registered is None else selection.champion(rows, registered)
+        version = _promote(config, config.model_base_path, winner, test_data)
+        if registered is not None:
+            url = storage.join(config.model_base_path, config.model_name, str(version))
+            tracking.tag_served(registered.tracking, config.model_name, registered.version, version, url)
     return 0
 
 
-def _promote(config: Config, base: str, winner: selection.Row, test_data: ShardSet) -> None:
+def _register(
+    config: Config, tracked: tracking.Tracking | None, rows: list[selection.Row], test_data: ShardSet
+) -> selection.Registered | None:
+    """Registers a winner above the floor as the champion, in the store of :func:`selection_tracking`."""
+    store = selection.selection_tracking(tracked, rows[0])
+    if store is None:
+        return None
+    try:
+        selection.check_promotable(rows[0], test_data.manifest.num_classes, config.min_accuracy)
+    except WorkloadError as refused:
+        log.warning("not registered: %s", refused)
+        return None
+    return selection.register_winner(rows, config.metric, test_data.url, store, config.model_name)
+
+
+def _promote(config: Config, base: str, winner: selection.Row, test_data: ShardSet) -> int:
     selection.check_promotable(winner, test_data.manifest.num_classes, config.min_accuracy)
     current = newest_version_if_from(winner.url, base, config.model_name) if config.reuse_promoted else None
     if current is not None:
@@ -143,3 +171,4 @@ def _promote(config: Config, base: str, winner: selection.Row, test_data: ShardS
         )
         storage.publish_bytes(config.promoted_output, promotion.to_json().encode())
         log.info("promotion written", extra=logs.fields(path=config.promoted_output))
+    return version

@@ -19,7 +19,7 @@ from typing import Any, NoReturn, Protocol
 import numpy as np
 
 from workloads import models
-from workloads.core import logs, progress, storage
+from workloads.core import logs, progress, storage, tracking
 from workloads.core.errors import DataError, WorkloadError
 from workloads.data import datasets
 from workloads.data.sampling import WorkerBatches
@@ -233,12 +233,14 @@ def progress_bar(config: TrainConfig, total_steps: int, start_step: int, *, is_c
 
 class StepReporter:
     """What a synchronous trainer does after each step: keeps the loss history per epoch, records the
-    metrics, moves the progress bar and logs a progress line every ``log_every`` steps."""
+    metrics, moves the progress bar and logs a progress line every ``log_every`` steps; the chief also
+    sends the step's loss and samples/s to the run's MLflow run, if the launcher named one."""
 
     def __init__(self, metrics: TrainingMetrics, bar: Any, total_steps: int, log_every: int) -> None:
         self.metrics, self.bar = metrics, bar
         self.total_steps, self.log_every = total_steps, log_every
         self.history: dict[int, list[float]] = {}
+        self.tracked = tracking.StepLogger.for_worker(is_chief=metrics.labels["rank"] == "0")
 
     def step_done(self, step: int, epoch: int, loss: float, samples: int, seconds: float) -> None:
         self.history.setdefault(epoch, []).append(loss)
@@ -246,6 +248,9 @@ class StepReporter:
         self.metrics.record_epoch(epoch)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+        if self.tracked is not None:
+            rate = samples / seconds if seconds > 0 else None
+            self.tracked.step(step, loss, rate, last=step == self.total_steps)
         if step % self.log_every == 0 or step == self.total_steps:
             log_step(step, self.total_steps, epoch, loss, samples, seconds)
 

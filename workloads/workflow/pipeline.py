@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from workloads.core import fsutil, logs, storage
+from workloads.core import fsutil, logs, storage, tracking
 from workloads.data import datasets
 from workloads.data.shards import ShardCache, ShardSet
 from workloads.workflow import search, selection, serving_check
@@ -55,6 +55,7 @@ class PipelineSettings:
     metric: str
     model_name: str
     min_accuracy: float | None = None  # the winner's least held-out accuracy; None = selection's default
+    tracking: tracking.Tracking | None = None  # where the runs and the registered winner go; None = nowhere
 
 
 class StageResult(Protocol):
@@ -89,6 +90,7 @@ class Trained:
 class Selected:
     winner: selection.Row
     table: pathlib.Path
+    registered: selection.Registered | None = None  # the winner's registry version (with tracking)
 
     def artifacts(self) -> dict[str, str]:
         return {"selection table": str(self.table)}
@@ -133,8 +135,8 @@ def prepare_data(settings: PipelineSettings) -> Dataset:
     return Dataset(output, splits.train, str(splits.test))
 
 
-def train_grid(settings: search.SearchSettings) -> Trained:
-    results = search.run_search(settings)
+def train_grid(settings: search.SearchSettings, tracked: tracking.Tracking | None = None) -> Trained:
+    results = search.run_search(settings, tracked)
     return Trained(tuple(r.model_dir for r in results if r.status != "failed"), settings.workdir)
 
 
@@ -146,14 +148,22 @@ def select_winner(trained: Trained, dataset: Dataset, settings: PipelineSettings
     table = settings.workdir / "selection.json"
     fsutil.atomic_write_text(table, selection.results_json(rows, settings.metric, dataset.test))
     selection.check_promotable(rows[0], test_data.manifest.num_classes, settings.min_accuracy)
-    return Selected(rows[0], table)
+    tracked = settings.tracking
+    if tracked is None:
+        return Selected(rows[0], table)
+    registered = selection.register_winner(rows, settings.metric, dataset.test, tracked, settings.model_name)
+    return Selected(rows[0], table, registered)
 
 
 def export_winner(selected: Selected, dataset: Dataset, settings: PipelineSettings) -> Promoted:
     from workloads.workflow.export import promote_trained_model
 
     base = str(settings.workdir / "serving" / "models")
-    version, url = promote_trained_model(selected.winner.url, base, settings.model_name, dataset.test)
+    registered = selected.registered
+    winner = selected.winner if registered is None else selection.champion([selected.winner], registered)
+    version, url = promote_trained_model(winner.url, base, settings.model_name, dataset.test)
+    if registered is not None:
+        tracking.tag_served(registered.tracking, settings.model_name, registered.version, version, url)
     return Promoted(base, version, url)
 
 
@@ -210,7 +220,7 @@ def run_pipeline(settings: PipelineSettings) -> PipelineRun:
     run = PipelineRun(settings)
     started = time.monotonic()
     dataset = run.stage("data", lambda: prepare_data(settings))
-    trained = run.stage("search", lambda: train_grid(settings.search))
+    trained = run.stage("search", lambda: train_grid(settings.search, settings.tracking))
     selected = run.stage("select", lambda: select_winner(trained, dataset, settings))
     promoted = run.stage("export", lambda: export_winner(selected, dataset, settings))
     run.stage("predict", lambda: predict(promoted, selected, dataset, settings.workdir))

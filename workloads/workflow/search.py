@@ -12,10 +12,15 @@ A failed trial is recorded and the search goes on; a trial whose trained model a
 the same settings and training data (the identity its checkpoints carry, and the epochs) is skipped
 (step memoisation), so re-running a search only does what is missing or changed.
 ``<workdir>/search.json`` lists every trial and how it ended.
+
+With tracking (:mod:`workloads.core.tracking`) the search is an MLflow run and each trial a child run
+of it, recorded in ``<workdir>/trials/<trial>/tracking.json`` and continued when the trial is trained
+again after it failed or was killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -26,7 +31,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from workloads import models
-from workloads.core import fsutil, logs
+from workloads.core import fsutil, logs, tracking
 from workloads.core.errors import WorkloadError
 from workloads.core.settings import ConfigError
 from workloads.data import datasets
@@ -185,13 +190,63 @@ def _memoised(config: TrainConfig) -> bool:
     return not changed
 
 
-def run_search(settings: SearchSettings) -> list[TrialResult]:
+def run_search(settings: SearchSettings, tracked: tracking.Tracking | None = None) -> list[TrialResult]:
     """Runs the grid's trials one after another (each already uses the machine's cores) and records them.
 
     The data is checked first, once: a missing or unreachable ``--data`` fails here, before any trial
-    starts or anything is written, rather than in every trial.
+    starts or anything is written, rather than in every trial. With ``tracked`` the search and its
+    trials are MLflow runs (see the module's docstring).
     """
     datasets.check_splits(settings.data, ("train",))
+    recorder = _search_run(settings, tracked)
+    try:
+        results = _run_trials(settings, recorder)
+    except BaseException as error:
+        if recorder is not None:
+            recorder.end(error)
+        raise
+    if recorder is not None:
+        recorder.end(None)
+    return results
+
+
+def _search_run(settings: SearchSettings, tracked: tracking.Tracking | None) -> tracking.SearchRun | None:
+    if tracked is None:
+        return None
+    params = {
+        "data": settings.data,
+        "models": ",".join(settings.grid.models),
+        "learning_rates": ",".join(map(str, settings.grid.learning_rates)),
+        "batch_sizes": ",".join(map(str, settings.grid.batch_sizes)),
+        "epochs": settings.epochs,
+        "seed": settings.seed,
+        "workers_per_trial": settings.workers_per_trial,
+    }
+    return tracking.SearchRun(tracked, settings.workdir, params)
+
+
+def _trial_run(
+    recorder: tracking.SearchRun | None, config: TrainConfig, directory: pathlib.Path
+) -> contextlib.AbstractContextManager[str | None]:
+    """The trial's MLflow run (see :meth:`tracking.SearchRun.trial`), or nothing without tracking."""
+    if recorder is None:
+        return contextlib.nullcontext()
+    train = datasets.resolve_splits(config.data).train
+    data = {"url": train, "digest": ShardSet.open(train).manifest.content_digest}
+    params = {
+        "model": config.model,
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "workers": config.local_workers,
+        "framework": config.framework,
+        "strategy": config.strategy,
+        "seed": config.seed,
+        "epochs": config.epochs,
+    }
+    return recorder.trial(config.effective_run_name, directory, params, data)
+
+
+def _run_trials(settings: SearchSettings, recorder: tracking.SearchRun | None) -> list[TrialResult]:
     trials = settings.grid.trials()
     log.info("grid of %d trials", len(trials), extra=logs.fields(trials=[t.name for t in trials]))
     results: list[TrialResult] = []
@@ -209,8 +264,13 @@ def run_search(settings: SearchSettings) -> list[TrialResult]:
             trial.name,
             extra=logs.fields(trial=trial.name, output=config.output),
         )
+        directory = settings.workdir / "trials" / trial.name
         try:
-            launch_local(config, log_dir=settings.workdir / "trials" / trial.name / "logs")
+            with _trial_run(recorder, config, directory) as run_id:
+                launch_local(config, log_dir=directory / "logs")
+                if recorder is not None and run_id is not None:
+                    record = dataclasses.asdict(trained_model.read_record(config.output))
+                    recorder.trained(run_id, config.output, record)
             status, error = "trained", None
         except WorkloadError as failure:
             log.error("trial %s failed: %s", trial.name, failure, extra=logs.fields(trial=trial.name))

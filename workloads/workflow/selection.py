@@ -9,6 +9,10 @@ each class, keyed by the held-out dataset's class names (``datasets.class_names`
 In the Argo workflow the candidates are the trials of the grid (:func:`grid_candidates`), some of which
 may have failed: :func:`find_candidates` with ``min_found`` skips those and refuses to select from too
 few. What was promoted is handed on as a :class:`Promotion` (JSON), which ``verify-serving`` reads.
+
+With tracking, the winner is registered in MLflow's model registry as a new version with the
+``champion`` alias (:func:`register_winner`), and what is promoted is the candidate that alias points
+at (:func:`champion`): the registry, not the ranking, decides what is served.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from workloads.core import logs, progress, storage
+from workloads.core import logs, progress, storage, tracking
 from workloads.core.errors import WorkloadError
 from workloads.data import datasets
 from workloads.data.sampling import sequential_batches
@@ -243,6 +247,62 @@ def select(candidates: Sequence[Candidate], data: ShardSet, metric: str) -> list
         )
         for index, (candidate, result) in enumerate(scored)
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+    """The registry version :func:`register_winner` created, in the store it is in."""
+
+    tracking: tracking.Tracking
+    model_name: str
+    version: int
+
+
+def selection_tracking(tracked: tracking.Tracking | None, winner: Row) -> tracking.Tracking | None:
+    """The store selection registers in: ``tracked`` (a flag or MLFLOW_TRACKING_URI), else the one the
+    winner was trained with; None when the winner has no run (trained without tracking)."""
+    if tracked is not None:
+        return tracked
+    run = tracking.run_of_model(winner.url)
+    if run is None:
+        return None
+    found = tracking.Tracking(run["tracking_uri"])
+    tracking.check_reachable(found)
+    return found
+
+
+def register_winner(
+    rows: Sequence[Row], metric: str, data_url: str, tracked: tracking.Tracking, model_name: str
+) -> Registered | None:
+    """Logs the ranking to the search's run and registers the winner as ``model_name``'s champion;
+    None (with a warning) when the winner was not trained in ``tracked``."""
+    run = tracking.run_of_model(rows[0].url)
+    if run is None or run["tracking_uri"] != tracked.uri:
+        log.warning(
+            "the winner %s has no run in MLflow at %s: the registry is not updated",
+            rows[0].run_name,
+            tracked.uri,
+        )
+        return None
+    ranking = {
+        "ranking.txt": render_table(rows, metric),
+        "ranking.json": results_json(rows, metric, data_url),
+    }
+    version = tracking.register_champion(tracked, model_name, run["run_id"], ranking)
+    return Registered(tracked, model_name, version)
+
+
+def champion(rows: Sequence[Row], registered: Registered) -> Row:
+    """The candidate the registry's ``champion`` alias points at: the one whose run it is."""
+    version, run_id = tracking.champion_run(registered.tracking, registered.model_name)
+    for row in rows:
+        run = tracking.run_of_model(row.url)
+        if run is not None and run["run_id"] == run_id:
+            return row
+    raise WorkloadError(
+        f"alias {tracking.CHAMPION!r} of registered model {registered.model_name!r} points at version "
+        f"{version} (run {run_id}), which is none of the candidates; nothing was promoted"
+    )
 
 
 def default_min_accuracy(num_classes: int) -> float:
