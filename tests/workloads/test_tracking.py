@@ -76,7 +76,7 @@ def test_a_search_is_a_parent_run_with_one_child_run_per_trial(mlflow_server, sm
         }  # fmt: skip
         assert run.data.tags["dataset.digest"] == digest
         assert run.inputs.dataset_inputs[0].dataset.source == str(small_dataset / "train")
-        assert run.data.metrics["steps"] == record.steps == 8
+        assert run.data.metrics["steps"] == record.steps == 2048 // 64  # small_dataset, one epoch
         assert run.data.metrics["final_mean_loss"] == pytest.approx(record.history[-1]["mean_loss"])
         losses = client.get_metric_history(run.info.run_id, "loss")
         assert sorted(m.step for m in losses) == list(range(1, record.steps + 1))  # every step, the chief's
@@ -165,13 +165,14 @@ def test_no_tracking_says_so_once_and_tracks_nothing(tmp_path, monkeypatch, capl
 
 def test_without_a_uri_runs_go_to_a_sqlite_store_in_the_work_directory(tmp_path, monkeypatch):
     monkeypatch.delenv(tracking.URI_VARIABLE, raising=False)
-    tracked = tracking.resolve(None, False, tmp_path)
-    assert tracked == tracking.Tracking(
-        f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "mlartifacts").as_uri()
-    )
+    workdir = tmp_path / "w"
+    tracked = tracking.resolve(None, False, workdir)
+    assert tracked == tracking.Tracking(f"sqlite:///{workdir}/mlflow.db", (workdir / "mlartifacts").as_uri())
+    assert not workdir.exists(), "the store opens at first use, after the command's own checks"
+    tracking.experiment_id(tracked)
     experiment = tracked.client().get_experiment_by_name(tracking.EXPERIMENT)
-    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
-    assert str(tmp_path / "mlflow.db") in tracking.ui_command(tracked)
+    assert experiment.artifact_location == (workdir / "mlartifacts").as_uri()
+    assert str(workdir / "mlflow.db") in tracking.ui_command(tracked)
 
 
 @pytest.mark.slow

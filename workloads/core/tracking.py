@@ -43,6 +43,7 @@ RUN_FILE = "tracking.json"  # in a trial's directory and a search's work directo
 CHAMPION = "champion"  # the registry alias of the version to serve
 FLUSH_EVERY = 50  # steps the chief buffers before one asynchronous log_batch
 REACH_TIMEOUT_S = 5.0
+SQLITE = "sqlite:///"  # a local store: a file MLflow creates, in a directory that must exist
 
 
 class TrackingError(WorkloadError):
@@ -76,13 +77,21 @@ class Tracking:
     def client(self) -> Any:
         from mlflow.tracking import MlflowClient
 
+        quiet_mlflow()
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+
+def quiet_mlflow() -> None:
+    """MLflow logs at INFO to stderr by default (a new SQLite store announces its tables); our commands
+    keep stderr to their own records and errors, so only its warnings pass."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def resolve(uri: str | None, off: bool, workdir: pathlib.Path | None) -> Tracking | None:
     """The tracking of a command: ``uri``, else ``MLFLOW_TRACKING_URI``, else a store under ``workdir``;
-    None with ``off`` (said once) or with none of these. Fails with :class:`TrackingError` when the
-    store cannot be reached, before anything trains."""
+    None with ``off`` (said once) or with none of these. Fails with :class:`TrackingError` when a given
+    store cannot be reached, before anything trains (the work directory's own store opens at first use)."""
     if off:
         log.warning("tracking off (--no-tracking): nothing of this run is recorded in MLflow")
         return None
@@ -90,9 +99,10 @@ def resolve(uri: str | None, off: bool, workdir: pathlib.Path | None) -> Trackin
     if chosen is not None:
         tracking = Tracking(chosen)
     elif workdir is not None:
+        # Opened (and its directory made) where first used, once the command's own checks have passed:
+        # a command refused for its input leaves no work directory behind.
         root = workdir.resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        tracking = Tracking(f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri())
+        return Tracking(f"{SQLITE}{root / 'mlflow.db'}", (root / "mlartifacts").as_uri())
     else:
         return None
     check_reachable(tracking)
@@ -119,6 +129,8 @@ def experiment_id(tracking: Tracking) -> str:
     """The id of the ``mlstack`` experiment, created (with the local artifact root) if absent."""
     from mlflow.exceptions import MlflowException
 
+    if tracking.uri.startswith(SQLITE):
+        pathlib.Path(tracking.uri.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
     client = tracking.client()
     try:
         found = client.get_experiment_by_name(EXPERIMENT)
