@@ -21,6 +21,7 @@ import math
 import re
 from typing import Any
 
+from infra.config import checks
 from infra.config.settings import MIRROR_RESOURCES, SERVING_MAX_SURGE, Images, ModelSource, Serving
 from infra.specs import argo, model_store, ports
 from infra.specs.monitoring import PROMETHEUS_URL, service_monitor
@@ -63,9 +64,7 @@ P99_LATENCY_QUERY = (
 
 def cpu_cores(quantity: str) -> int:
     """Whole cores in a CPU quantity (at least 1), for the batching thread count."""
-    if quantity.endswith("m"):
-        return max(1, math.floor(int(quantity[:-1]) / 1000))
-    return max(1, math.floor(float(quantity)))
+    return max(1, math.floor(checks.amount(quantity)))
 
 
 def config_files(serving: Serving) -> dict[str, str]:
