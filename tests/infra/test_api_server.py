@@ -144,16 +144,7 @@ def expected_warning(admission: Admission, obj: dict[str, Any], warning: str) ->
     )
 
 
-# Refusals found by this test and reported, not yet fixed where the object is made: object -> the server's
-# reason. Each must still be refused for exactly that reason; once fixed, the entry fails and goes.
-# Objects the server must refuse, with the reason (none: the WorkflowTemplates' trial task had `continueOn`
-# beside `depends`, which Argo 4's CRD refuses; found here and fixed in infra/specs/workflow.py).
-KNOWN_REFUSALS: dict[str, str] = {}
-
-
 def admitted_as_declared(admission: Admission, obj: dict[str, Any], verdict: Verdict) -> bool:
-    if describe(obj) in KNOWN_REFUSALS:
-        return not verdict.accepted and KNOWN_REFUSALS[describe(obj)] in verdict.message
     return verdict.accepted and all(expected_warning(admission, obj, w) for w in verdict.warnings)
 
 
