@@ -89,3 +89,13 @@ def mlflow_server(tmp_path_factory):
 
     with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
         yield uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_postgres_server(tmp_path_factory):
+    """The same server with a PostgreSQL backend store (Debian's PostgreSQL), as the cluster runs it."""
+    from tests.support.postgres import postgres_server
+    from tests.workloads.mlflow_server import mlflow_server
+
+    with postgres_server() as database, mlflow_server(tmp_path_factory.mktemp("mlflow-pg"), database) as uri:
+        yield uri

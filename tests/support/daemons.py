@@ -9,17 +9,25 @@ import subprocess
 from collections.abc import Mapping, Sequence
 
 
-def launch(argv: Sequence[str | os.PathLike], env: Mapping[str, str], log: pathlib.Path) -> subprocess.Popen:
-    """``argv`` in the background, its output appended to ``log``. SIGTERM reaches it if the test process
-    dies first (setpriv, the launcher scripts and the JVM are one process: each execs the next)."""
+def launch(
+    argv: Sequence[str | os.PathLike], env: Mapping[str, str], log: pathlib.Path, user: str | None = None
+) -> subprocess.Popen:
+    """``argv`` in the background (as ``user``, when given), its output appended to ``log``. SIGTERM reaches
+    it if the test process dies first (setpriv, the launcher scripts and the JVM are one process: each execs
+    the next; the death signal is set after the change of user, which would clear it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
         return subprocess.Popen(
-            ["setpriv", "--pdeathsig", "TERM", "--", *argv],
+            [*as_user(user), "setpriv", "--pdeathsig", "TERM", "--", *argv],
             env=dict(env),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+def as_user(user: str | None) -> list[str]:
+    """The prefix that runs a command as ``user`` (its own group, no other); none for None."""
+    return ["setpriv", "--reuid", user, "--regid", user, "--clear-groups", "--"] if user else []
 
 
 def stop(process: subprocess.Popen | None, timeout_s: float) -> int | None:

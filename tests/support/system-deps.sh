@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real: a container engine for molecule,
 # debootstrap to build the systemd test image, Prometheus (promtool, node_exporter), and Maven with a JDK to
-# assemble the Kafka release from Maven Central (make releases) and run it in the streaming tests.
+# assemble the Kafka release from Maven Central (make releases) and run it in the streaming tests, and
+# PostgreSQL for the MLflow tracking server's tests.
 set -euo pipefail
 
 packages=(
@@ -12,6 +13,7 @@ packages=(
   maven                # resolves the release jars from Maven Central (ansible/releases/)
   openjdk-17-jre-headless  # runs Kafka (4.x needs Java 17) and Maven
   unzip                # the release build checks that libs/ holds every class bin/ starts
+  postgresql           # the MLflow tracking server's backend store, as in the cluster
 )
 
 missing=()

@@ -1,5 +1,6 @@
 """A real MLflow tracking server for tests and benchmarks: ``mlflow server`` with a SQLite backend store
-and proxied artifacts under a directory, on a free loopback port."""
+(or a given one: PostgreSQL, as in the cluster) and proxied artifacts under a directory, on a free
+loopback port."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: pathlib.Path) -> Iterator[str]:
+def mlflow_server(root: pathlib.Path, backend_store_uri: str | None = None) -> Iterator[str]:
     """Runs the server while inside; yields its URI. Its log is ``root/server.log``."""
     import requests
 
     port = _free_port()
     command = [
         str(pathlib.Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--backend-store-uri", backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
@@ -50,7 +51,8 @@ def mlflow_server(root: pathlib.Path) -> Iterator[str]:
                 time.sleep(0.5)
             yield uri
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it may have died on its own
+                os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
 
 

@@ -138,6 +138,8 @@ def test_a_killed_and_resumed_trial_is_one_run(mlflow_server, tmp_path):
     assert [(r.info.run_id, r.info.status) for r in children] == [(run_id, "FINISHED")]
     assert children[0].data.tags["resumed_after"] == "stopped by SIGTERM"
     assert "failure_reason" not in children[0].data.tags
+    steps = [m.step for m in _client(mlflow_server).get_metric_history(run_id, "loss")]
+    assert len(steps) == len(set(steps)) and max(steps) == record.steps, "no step logged twice"
 
 
 @pytest.mark.slow
@@ -214,3 +216,89 @@ def test_a_failed_trial_is_a_failed_run_with_its_reason(mlflow_server, small_dat
     search = client.get_run(json.loads((workdir / tracking.RUN_FILE).read_text())["run_id"])
     assert search.info.status == "FAILED"
     assert search.data.tags["failure_reason"].startswith("every trial failed")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mlflow")
+@pytest.mark.parametrize("server", ["mlflow_server", "mlflow_postgres_server"], ids=["sqlite", "postgresql"])
+def test_a_train_with_a_tracking_uri_is_its_own_run_that_select_registers_and_export_serves(
+    server, small_dataset, tmp_path, request
+):
+    """The workflow's trials: `train` in a pod with MLFLOW_TRACKING_URI and no search around it; against
+    both backend stores (the cluster's server keeps its runs in PostgreSQL)."""
+    mlflow_server = request.getfixturevalue(server)
+    candidates, base = tmp_path / "runs", tmp_path / "models"
+    model_dir = candidates / "trial-a" / "model"
+    env = {**subprocess_env(), tracking.URI_VARIABLE: mlflow_server}
+    train = ["train", "--data", str(small_dataset), "--output", str(model_dir), "--epochs", "1"]
+    result = run_workloads(*train, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = json.loads((candidates / "trial-a" / tracking.RUN_FILE).read_text())["run_id"]
+    client = _client(mlflow_server)
+    run = client.get_run(run_id)
+    record = trained_model.read_record(str(model_dir))
+    assert (run.info.status, run.info.run_name) == ("FINISHED", "model")
+    assert "mlflow.parentRunId" not in run.data.tags
+    assert run.data.params["world_size"] == "1" and run.data.params["model"] == "plain"
+    assert run.data.tags[tracking.MODEL_URL_TAG] == str(model_dir)
+    losses = client.get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in losses) == list(range(1, record.steps + 1))
+
+    select = [
+        "select", "--candidates", str(candidates), "--data", str(small_dataset), "--min-accuracy", "0",
+        "--model-base-path", str(base), "--model-name", "own_runs", "--tracking-uri", mlflow_server,
+    ]  # fmt: skip
+    assert run_workloads(*select, timeout=300).returncode == 0
+    again = run_workloads(*select, "--reuse-promoted", timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    versions = client.search_model_versions("name = 'own_runs'")
+    assert [(v.version, v.run_id) for v in versions] == [("1", run_id)], "selected twice, registered once"
+
+    export = ["export", "--registered-model", "own_runs", "--model-base-path", str(base / "exported")]
+    result = run_workloads(*export, "--tracking-uri", mlflow_server, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(base / "exported" / "fashion_mnist" / "1")
+    champion = client.get_model_version_by_alias("own_runs", tracking.CHAMPION)
+    assert champion.tags["serving.url"] == result.stdout.strip()
+
+
+def test_export_of_a_registered_model_without_a_champion_names_the_flag(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking.experiment_id(tracking.Tracking.at(store))
+    _client(store).create_registered_model("unaliased")
+    base = tmp_path / "models"
+    for name in ("unaliased", "absent"):
+        result = run_workloads(
+            "export", "--registered-model", name, "--model-base-path", str(base), "--tracking-uri", store
+        )
+        assert result.returncode == 1
+        [line] = result.stderr.strip().splitlines()
+        assert f"--registered-model: no version of registered model {name!r} is aliased 'champion'" in line
+        assert not base.exists()
+
+
+def test_a_name_the_registry_refuses_registers_nothing(tmp_path):
+    tracked = tracking.Tracking.at(f"sqlite:///{tmp_path}/mlflow.db")
+    client = tracked.client()
+    run_id = client.create_run(tracking.experiment_id(tracked)).info.run_id
+    with pytest.raises(tracking.WorkloadError, match="--model-name: the MLflow registry refused it: Invalid"):
+        tracking.register_champion(tracked, "bad:name", run_id, {"ranking.json": "{}"})
+    assert client.search_registered_models() == []
+    assert client.search_model_versions(f"run_id = '{run_id}'") == []
+
+
+def test_a_resumed_run_does_not_log_again_the_steps_it_has(tmp_path, monkeypatch):
+    tracked = tracking.Tracking.at(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = tracked.client().create_run(tracking.experiment_id(tracked)).info.run_id
+    monkeypatch.setenv(tracking.URI_VARIABLE, tracked.uri)
+    monkeypatch.setenv(tracking.RUN_VARIABLE, run_id)
+    before = tracking.StepLogger.for_worker(is_chief=True)
+    for step in range(1, 61):  # killed after step 60, its last checkpoint at step 40
+        before.step(step, 1.0, 10.0, last=step == 60)
+    after = tracking.StepLogger.for_worker(is_chief=True)
+    assert after.logged_through == 60
+    for step in range(41, 81):
+        after.step(step, 0.5, 10.0, last=step == 80)
+    losses = tracked.client().get_metric_history(run_id, "loss")
+    assert sorted((m.step, m.value) for m in losses) == [(s, 1.0 if s <= 60 else 0.5) for s in range(1, 81)]
+    assert tracking.StepLogger.for_worker(is_chief=False) is None

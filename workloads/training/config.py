@@ -7,6 +7,7 @@ import pathlib
 from typing import Literal
 
 from workloads import models
+from workloads.core import tracking
 from workloads.core.settings import CommandConfig, ConfigError, at_most, non_negative, option, positive
 from workloads.data.sampling import DEFAULT_SHUFFLE_WINDOW, uneven_split
 from workloads.data.shards import DEFAULT_CACHE_DIR
@@ -98,6 +99,10 @@ class TrainConfig(CommandConfig):
     )
     timeout: float = option(
         3600.0, help="local launch: seconds before the whole job is stopped", check=positive
+    )
+    tracking_uri: str | None = tracking.uri_option(
+        "nothing is tracked; the chief records its run in the directory above --output (a search's "
+        "trials are runs of the search instead)"
     )
 
     def validate(self) -> None:

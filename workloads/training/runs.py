@@ -8,6 +8,8 @@ TensorFlow and a PyTorch run of the same settings are told apart only by their `
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -44,9 +46,35 @@ def run_with_metrics(
     metrics = TrainingMetrics(config.effective_run_name, framework, rank)
     metrics.serve(config.metrics_port)
     try:
-        return make_trainer(metrics).run()
+        with _own_run(config, framework, is_chief=rank == 0):
+            return make_trainer(metrics).run()
     finally:
         metrics.close()
+
+
+def _own_run(
+    config: TrainConfig, framework: str, *, is_chief: bool
+) -> contextlib.AbstractContextManager[Any]:
+    """The chief's MLflow run when it tracks on its own (:func:`tracking.train_run`); else nothing."""
+    if not is_chief or not tracking.opens_own_run(config.tracking_uri):
+        return contextlib.nullcontext()
+    url, data = open_training_data(config)
+    digest = {"url": url, "digest": data.manifest.content_digest}
+    params = run_params(config, framework)
+    return tracking.train_run(config.tracking_uri, config.effective_run_name, config.output, params, digest)
+
+
+def run_params(config: TrainConfig, framework: str) -> dict[str, Any]:
+    """The settings a trial's MLflow run records as its parameters."""
+    return {
+        "model": config.model,
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "framework": framework,
+        "strategy": config.strategy,
+        "seed": config.seed,
+        "epochs": config.epochs,
+    }
 
 
 def weights_digest(weights: Iterable[np.ndarray]) -> str:
@@ -305,6 +333,7 @@ def write_trained_model(
     except OSError as error:
         raise WorkloadError(f"could not write the trained model to {config.output}: {error}") from error
     log.info("trained model written", extra=logs.fields(output=config.output, steps=step))
+    tracking.finish_own_run(config.output, dataclasses.asdict(record))
 
 
 def exit_now() -> NoReturn:

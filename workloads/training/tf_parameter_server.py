@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from workloads import models
-from workloads.core import logs, storage
+from workloads.core import logs, storage, tracking
 from workloads.core.errors import ClusterConfigError
 from workloads.training import cluster, runs, tf_runtime, watchdog
 from workloads.training.config import TrainConfig
@@ -174,6 +174,7 @@ class _Coordinator:
         self.metrics = metrics
         self.started = time.monotonic()
         self.workers = len(info.cluster["worker"])
+        self.tracked = tracking.StepLogger.for_worker(is_chief=True)  # the coordinator is the chief
 
     def run(self) -> int:
         tf = self.tf = tf_runtime.import_tensorflow(self.config.threads)
@@ -256,12 +257,15 @@ class _Coordinator:
     ) -> None:
         """The joined steps' losses into ``losses`` and the metrics; the bar moved, a progress line logged."""
         batch_size, total_steps = self.config.batch_size, self.total_steps
+        rate = batch_size * len(pending) / elapsed if elapsed > 0 else None
         for done, remote in pending:
             loss = float(remote.fetch())
             epoch, _ = self.batches.position(done)
             losses.setdefault(epoch, []).append(loss)
             self.metrics.record_step(loss, batch_size, elapsed / len(pending))
             self.metrics.record_epoch(epoch)
+            if self.tracked is not None:  # steps count from 1, as the synchronous trainers' do
+                self.tracked.step(done + 1, loss, rate, last=done + 1 == total_steps)
         bar.update(len(pending))
         bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
         runs.log_step(step, total_steps, epoch, loss, batch_size * len(pending), elapsed)

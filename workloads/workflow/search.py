@@ -233,16 +233,7 @@ def _trial_run(
         return contextlib.nullcontext()
     train = datasets.resolve_splits(config.data).train
     data = {"url": train, "digest": ShardSet.open(train).manifest.content_digest}
-    params = {
-        "model": config.model,
-        "learning_rate": config.learning_rate,
-        "batch_size": config.batch_size,
-        "workers": config.local_workers,
-        "framework": config.framework,
-        "strategy": config.strategy,
-        "seed": config.seed,
-        "epochs": config.epochs,
-    }
+    params = {**runs.run_params(config, config.framework), "workers": config.local_workers}
     return recorder.trial(config.effective_run_name, directory, params, data)
 
 

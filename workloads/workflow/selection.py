@@ -266,7 +266,7 @@ def selection_tracking(tracked: tracking.Tracking | None, winner: Row) -> tracki
     run = tracking.run_of_model(winner.url)
     if run is None:
         return None
-    found = tracking.Tracking(run["tracking_uri"])
+    found = tracking.Tracking.at(run["tracking_uri"])
     tracking.check_reachable(found)
     return found
 
@@ -294,7 +294,8 @@ def register_winner(
 
 def champion(rows: Sequence[Row], registered: Registered) -> Row:
     """The candidate the registry's ``champion`` alias points at: the one whose run it is."""
-    version, run_id = tracking.champion_run(registered.tracking, registered.model_name)
+    aliased = tracking.champion_version(registered.tracking, registered.model_name, "--model-name")
+    version, run_id = aliased.version, aliased.run_id
     for row in rows:
         run = tracking.run_of_model(row.url)
         if run is not None and run["run_id"] == run_id:

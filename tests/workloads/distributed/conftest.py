@@ -59,7 +59,8 @@ def ddp_run(small_dataset, tmp_path_factory) -> Run:
 
 @pytest.fixture(scope="session")
 def ps_run(small_dataset, tmp_path_factory) -> Run:
-    """One chief, one worker and one ps task train the plain variant asynchronously."""
+    """One chief, one worker and one ps task train the plain variant asynchronously, tracked in a SQLite
+    MLflow store (``root/mlflow.db``)."""
     root = tmp_path_factory.mktemp("ps")
     config = TrainConfig(
         data=str(small_dataset),
@@ -76,6 +77,7 @@ def ps_run(small_dataset, tmp_path_factory) -> Run:
         local_workers=1,
         local_ps=1,
         timeout=400,
+        tracking_uri=f"sqlite:///{root}/mlflow.db",
     )
     result = launch_local(config, log_dir=root / "logs")
     return Run(config, result, root / "logs")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.workloads.support import json_lines
+from workloads.core import tracking
 from workloads.training import trained_model
 from workloads.training.checkpoints import CheckpointStore
 
@@ -49,3 +50,20 @@ def test_the_chief_checkpoints_the_parameter_servers_state_at_exact_steps(ps_run
     assert latest.extra["strategy"] == "parameter-server"
     saved = [r["step"] for r in task_records(ps_run, 0) if r["msg"] == "checkpoint saved"]
     assert saved == [16, 32, 48, 64]
+
+
+def test_the_ps_chief_tracks_its_own_run_with_every_step(ps_run):
+    run_file = json.loads((ps_run.output.parent / tracking.RUN_FILE).read_text())
+    client = tracking.Tracking.at(run_file["tracking_uri"]).client()
+    run = client.get_run(run_file["run_id"])
+    assert run.info.status == "FINISHED"
+    assert (run.data.params["strategy"], run.data.params["world_size"]) == ("parameter-server", "1")
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in losses) == list(range(1, STEPS + 1))
+    assert run.data.metrics["steps"] == STEPS
+    beside_the_store = (ps_run.output.parent / "mlartifacts").as_uri()  # not ./mlruns where it ran
+    assert run.info.artifact_uri.startswith(beside_the_store)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {
+        "model/model.keras",
+        "model/training.json",
+    }
