@@ -27,6 +27,7 @@ from infra.components.platform import (
     Monitoring,
     Namespaces,
     TfServing,
+    TrackingServer,
     TrainingNamespace,
     TrainingOperator,
     Workflows,
@@ -79,6 +80,7 @@ platform_namespaces = [
 ]
 platform_namespaces += [namespaces.GPU] if config.has_gpus else []
 platform_namespaces += [namespaces.KEDA] if uses_keda else []
+platform_namespaces += [namespaces.TRACKING] if config.tracking.enabled else []
 spaces = Namespaces(
     "namespaces",
     platform_namespaces,
@@ -127,10 +129,19 @@ argo = ArgoWorkflows(
     crds=[monitoring.release],
     opts=after_namespaces,
 )
+if config.tracking.enabled:
+    TrackingServer(
+        "tracking",
+        config.tracking,
+        images=config.images,
+        model_source=config.serving.model_source,
+        opts=after_namespaces,
+    )
 Workflows(
     "workflow",
     config.workflow,
     config.serving,
+    config.tracking,
     images=config.images,
     node_cidr=config.node_cidr,
     crds=[argo.release, operator.manifests],

@@ -16,7 +16,17 @@ import pulumi_random as random
 
 from infra.components.kube import declare, is_typed
 from infra.components.nodes import Node
-from infra.config import GpuSharing, Images, NamespaceBudget, RbacSubject, Serving, Streaming, Workflow
+from infra.config import (
+    GpuSharing,
+    Images,
+    ModelSource,
+    NamespaceBudget,
+    RbacSubject,
+    Serving,
+    Streaming,
+    Tracking,
+    Workflow,
+)
 from infra.paths import project_path
 from infra.specs import (
     argo,
@@ -30,6 +40,7 @@ from infra.specs import (
     scheduling,
     serving,
     streaming,
+    tracking,
     training,
     versions,
 )
@@ -82,7 +93,7 @@ class Namespaces(_Platform):
         self._declare(
             (policy for p in plans for policy in namespaces.baseline_policies(p)), depends_on=created
         )
-        self._declare(scheduling.objects(budgets), depends_on=created)
+        self._declare(scheduling.objects(budgets, names), depends_on=created)
         self.register_outputs({"namespaces": list(names)})
 
 
@@ -373,18 +384,41 @@ class Workflows(_Platform):
         name: str,
         settings: Workflow,
         serving_settings: Serving,
+        tracking_settings: Tracking,
         images: Images,
         node_cidr: str,
         crds: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``tracking_settings``: whether the steps and trials get the tracking server's URI."""
         super().__init__("mlstack:workflow:Workflows", name, opts)
         # The training namespace reaches HDFS and HTTPS already; an S3 endpoint may listen elsewhere.
         store = model_store.object_storage_policies(serving_settings.model_source, namespaces.TRAINING)
         runner = self._declare([*argo.runner_objects(node_cidr), *store])
-        specs = pipeline.objects(settings, serving_settings, images)
+        specs = pipeline.objects(settings, serving_settings, tracking_settings, images)
         self._declare(specs, depends_on=runner, crds=crds)
         self.register_outputs({"objects": [f"{spec['kind']}/{spec['metadata']['name']}" for spec in specs]})
+
+
+class TrackingServer(_Platform):
+    """The MLflow tracking server: its PostgreSQL with a generated password, the server, their Services
+    and network allows (``infra.specs.tracking``)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Tracking,
+        images: Images,
+        model_source: ModelSource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """``model_source``: the store the server keeps the runs' artifacts in (``serving.modelSource``)."""
+        super().__init__("mlstack:tracking:TrackingServer", name, opts)
+        password = random.RandomPassword(
+            f"{name}-database", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self._declare(tracking.objects(settings, images, model_source, pulumi.Output.secret(password.result)))
+        self.register_outputs({"url": tracking.URL})
 
 
 class DataServices(_Platform):

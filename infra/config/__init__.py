@@ -10,7 +10,7 @@ type, so they are checked field by field. Every error names the full key
 - ``settings``: the configuration as frozen dataclasses, with their defaults;
 - ``fields`` and ``checks``: reading values and checking them, with errors that name the key;
 - ``images``, ``nodes``, ``gpu_sharing``, ``serving``, ``streaming``, ``workflow``, ``training``,
-  ``budgets``: one reader per section;
+  ``tracking``, ``budgets``: one reader per section;
 - ``cluster``: the rules across sections; ``parsing``: :func:`parse`, pure, a mapping in;
 - ``stack``: :func:`load`, the running stack's config and its secrets.
 """
@@ -46,6 +46,7 @@ from infra.config.settings import (
     Serving,
     StackConfig,
     Streaming,
+    Tracking,
     TrainingJob,
     Workflow,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "Serving",
     "StackConfig",
     "Streaming",
+    "Tracking",
     "TrainingJob",
     "Workflow",
     "is_required",

@@ -98,18 +98,39 @@ def check_budgets(config: StackConfig) -> None:
         [config.workflow.trial_resources],
         gpus=config.workflow.gpus_per_worker,
     )
+    tracking = config.tracking
+    if tracking.enabled:
+        # The server and the database, and one server pod beside the old one while the server rolls (the
+        # database is a StatefulSet of one: it is replaced, never doubled).
+        _fits(
+            config,
+            "tracking",
+            "the MLflow server during a rollout and its database (tracking.serverResources, "
+            "tracking.databaseResources)",
+            1,
+            [tracking.server_resources, tracking.server_resources, tracking.database_resources],
+            pods=3,
+        )
 
 
 def _fits(
-    config: StackConfig, name: str, what: str, pods: int, containers: Iterable[Resources], gpus: int = 0
+    config: StackConfig,
+    name: str,
+    what: str,
+    replicas: int,
+    containers: Iterable[Resources],
+    gpus: int = 0,
+    pods: int | None = None,
 ) -> None:
+    """``replicas`` pods of ``containers`` fit the quota of ``name``; ``pods``: how many pods that is, when
+    ``containers`` lists those of several pods."""
     quota = config.budgets[name].quota
     containers = list(containers)
     needs = {
-        "cpu": pods * sum(checks.amount(c.cpu) for c in containers),
-        "memory": pods * sum(checks.amount(c.memory) for c in containers),
-        "gpus": Decimal(pods * gpus),
-        "pods": Decimal(pods),
+        "cpu": replicas * sum(checks.amount(c.cpu) for c in containers),
+        "memory": replicas * sum(checks.amount(c.memory) for c in containers),
+        "gpus": Decimal(replicas * gpus),
+        "pods": Decimal(replicas if pods is None else pods),
     }
     for field, needed in needs.items():
         granted = getattr(quota, field)

@@ -36,6 +36,7 @@ OBJECT_KEYS = (
     "serving",
     "streaming",
     "workflow",
+    "tracking",
     "rbac",
     "namespaceBudgets",
 )

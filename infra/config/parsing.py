@@ -1,7 +1,7 @@
 """The stack file's ``mlstack:`` settings in, a validated :class:`StackConfig` out.
 
 :func:`parse` is pure (a mapping in, frozen dataclasses out), so it is tested without the engine. Each
-section has its reader (``nodes``, ``serving``, ``streaming``, ``workflow``, ...); the rules across
+section has its reader (``nodes``, ``serving``, ``streaming``, ``workflow``, ``tracking``, ...); the rules across
 sections run last (``cluster``).
 """
 
@@ -22,6 +22,7 @@ from infra.config.nodes import read_nodes
 from infra.config.serving import read_serving
 from infra.config.settings import StackConfig
 from infra.config.streaming import read_streaming
+from infra.config.tracking import read_tracking
 from infra.config.training import read_training_submitters, refuse_training_jobs
 from infra.config.workflow import read_workflow
 
@@ -44,6 +45,7 @@ def parse(values: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> StackCo
         serving=read_serving(top),
         streaming=read_streaming(top),
         workflow=read_workflow(top),
+        tracking=read_tracking(top),
         training_submitters=read_training_submitters(top),
         budgets=read_budgets(top),
         has_k3s_token="k3sToken" in values,

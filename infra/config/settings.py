@@ -35,7 +35,7 @@ ANSIBLE_GROUPS = (
 )
 # The official AlmaLinux AWS account publishes the AlmaLinux OS AMIs.
 ALMALINUX_AMI_OWNER = "764336703387"
-IMAGE_NAMES = ("mlstack-training", "mlstack-training-cuda", "mlstack-workloads")
+IMAGE_NAMES = ("mlstack-training", "mlstack-training-cuda", "mlstack-workloads", "mlstack-tracking")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +123,10 @@ class Images:
 
     def workloads(self) -> str:
         return self.reference("mlstack-workloads")
+
+    def tracking(self) -> str:
+        """The MLflow tracking server's (workloads/images/tracking.Dockerfile)."""
+        return self.reference("mlstack-tracking")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,6 +318,26 @@ class Workflow:
 
 
 @dataclasses.dataclass(frozen=True)
+class Tracking:
+    """The MLflow tracking server in the cluster (``infra.specs.tracking``): the workflow's selection and
+    every trial record their runs there, and the registry holds the promoted models."""
+
+    enabled: bool = True
+    """False declares no server, namespace or database, and the workflow tracks nothing."""
+    server_resources: Resources = Resources(cpu="500m", memory="1Gi")
+    """CPU and memory of the ``mlflow server`` container."""
+    database_resources: Resources = Resources(cpu="500m", memory="1Gi")
+    """CPU and memory of the PostgreSQL container (the backend store)."""
+    database_storage: str = "10Gi"
+    """Size of PostgreSQL's PersistentVolumeClaim (runs, metrics, the registry)."""
+    artifact_storage: str = "20Gi"
+    """Size of the artifacts claim, declared only when the model store is HDFS (the server cannot write
+    ``hdfs://``); an ``s3`` or ``pvc`` store holds the artifacts itself."""
+    storage_class: str = ""
+    """StorageClass of the claims (empty = the cluster's default, k3s's local-path)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Quota:
     """The most a workload namespace's pods may request together (a ResourceQuota)."""
 
@@ -341,6 +365,7 @@ DEFAULT_BUDGETS = {
     "training": NamespaceBudget(Quota(cpu="64", memory="256Gi", gpus=8, pods=100)),
     "serving": NamespaceBudget(Quota(cpu="32", memory="64Gi", gpus=4, pods=30)),
     "data": NamespaceBudget(Quota(cpu="16", memory="32Gi", gpus=0, pods=20)),
+    "tracking": NamespaceBudget(Quota(cpu="4", memory="8Gi", gpus=0, pods=10)),
 }
 
 
@@ -377,9 +402,11 @@ class StackConfig:
     serving: Serving
     streaming: Streaming
     workflow: Workflow
+    tracking: Tracking
     training_submitters: tuple[RbacSubject, ...]
     budgets: Mapping[str, NamespaceBudget]
-    """Per workload namespace (``training``, ``serving``, ``data``): its quota and container defaults."""
+    """Per workload namespace (``training``, ``serving``, ``data``, ``tracking``): its quota and container
+    defaults."""
     has_k3s_token: bool
     has_ssh_private_key: bool
 

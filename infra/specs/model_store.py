@@ -104,14 +104,20 @@ def egress_policies(source: ModelSource, namespace: str, node_cidr: str) -> list
     return object_storage_policies(source, namespace)
 
 
-def object_storage_policies(source: ModelSource, namespace: str) -> list[dict[str, Any]]:
+def object_storage_policies(
+    source: ModelSource, namespace: str, pod_selector: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Egress to an ``s3`` store's endpoint, on its port (any address: an endpoint is a name, AWS's or a
-    MinIO's anywhere); nothing for the other kinds."""
+    MinIO's anywhere), from the pods of ``namespace`` that ``pod_selector`` selects (all when None);
+    nothing for the other kinds."""
     if source.kind != "s3":
         return []
     return [
         policy(
-            POLICY, namespace, egress=[{"to": [cidr_peer("0.0.0.0/0")], "ports": tcp(endpoint_port(source))}]
+            POLICY,
+            namespace,
+            pod_selector=pod_selector,
+            egress=[{"to": [cidr_peer("0.0.0.0/0")], "ports": tcp(endpoint_port(source))}],
         )
     ]
 

@@ -22,6 +22,7 @@ MONITORING = "monitoring"
 GPU = "nvidia-gpu"
 KEDA = "keda"
 ARGO = "mlstack-argo"
+TRACKING = "mlstack-tracking"
 # Where the Argo workflow controller serves its metrics (the chart's values set it, Prometheus scrapes it).
 ARGO_CONTROLLER_METRICS = 9090
 PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
@@ -77,6 +78,11 @@ PLANS: dict[str, NamespacePlan] = {
             "restricted",
             "the Argo workflow controller and server run as non-root with no capabilities",
             (ARGO_CONTROLLER_METRICS,),
+        ),
+        NamespacePlan(
+            TRACKING,
+            "restricted",
+            "the MLflow tracking server and its PostgreSQL run as non-root with no capabilities",
         ),
         NamespacePlan(
             KEDA,

@@ -3,15 +3,17 @@ stack's settings as their defaults, and the CronWorkflow that retrains on a sche
 ``workflow.retrain``).
 
 The templates' dataset and runs are the cluster's HDFS paths (``infra.specs.data``), their model store
-is where TF Serving reads models (``serving.modelSource``), their serving URL TF Serving's Service.
+is where TF Serving reads models (``serving.modelSource``), their serving URL TF Serving's Service, their
+tracking URI the stack's MLflow server (``tracking``; none when it is off).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from infra.config import Images, Retraining, Serving, Workflow
+from infra.config import Images, Retraining, Serving, Tracking, Workflow
 from infra.specs import serving as serving_specs
+from infra.specs import tracking
 from infra.specs.namespaces import TRAINING
 from infra.specs.workflow import WorkflowDefaults, workflow_templates
 from infra.specs.workload import metadata
@@ -20,9 +22,10 @@ from workloads.workflow import argo
 RETRAIN = "retrain"
 
 
-def defaults(settings: Workflow, serving: Serving) -> WorkflowDefaults:
-    """The templates' defaults from the stack's ``workflow`` and ``serving`` settings."""
+def defaults(settings: Workflow, serving: Serving, tracked: Tracking) -> WorkflowDefaults:
+    """The templates' defaults from the stack's ``workflow``, ``serving`` and ``tracking`` settings."""
     return WorkflowDefaults(
+        tracking_uri=tracking.URL if tracked.enabled else "",
         model_source=serving.model_source,
         serving_url=serving_specs.REST_URL,
         parallelism=settings.parallelism,
@@ -34,9 +37,9 @@ def defaults(settings: Workflow, serving: Serving) -> WorkflowDefaults:
     )
 
 
-def objects(settings: Workflow, serving: Serving, images: Images) -> list[dict[str, Any]]:
+def objects(settings: Workflow, serving: Serving, tracked: Tracking, images: Images) -> list[dict[str, Any]]:
     """One WorkflowTemplate per framework, and the retraining CronWorkflow when one is configured."""
-    items = workflow_templates(images, defaults(settings, serving))
+    items = workflow_templates(images, defaults(settings, serving, tracked))
     if settings.retrain is not None:
         items.append(cron_workflow(settings.retrain))
     return items

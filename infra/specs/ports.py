@@ -26,6 +26,9 @@ KAFKA_CONTROLLER = 9093
 # tests/infra/test_monitoring_sources.py holds equal to these.
 KAFKA_JMX_EXPORTER = 9404
 HDFS_JMX_EXPORTER = 9405
+# The MLflow tracking server and its PostgreSQL backend store (infra.specs.tracking).
+MLFLOW = 5000
+POSTGRES = 5432
 K3S_API = 6443
 ETCD_CLIENT = 2379
 ETCD_PEER = 2380

@@ -10,11 +10,11 @@ keep priority 0.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from infra.config import NamespaceBudget
-from infra.specs.namespaces import DATA, SERVING, TRAINING
+from infra.specs.namespaces import DATA, SERVING, TRACKING, TRAINING
 from infra.specs.workload import GPU_RESOURCE, labels, metadata
 
 
@@ -30,14 +30,18 @@ SERVING_PRIORITY = Priority(
     "mlstack-serving", 100_000, True, "Online inference (TF Serving, inference workers): may preempt training"
 )
 TRAINING_PRIORITY = Priority(
-    "mlstack-training", 10_000, True, "Training trials: may preempt batch work; resume from checkpoints"
+    "mlstack-training",
+    10_000,
+    True,
+    "Training trials and the tracking server they record to: may preempt batch work; trials resume from "
+    "checkpoints",
 )
 BATCH_PRIORITY = Priority(
     "mlstack-batch", 1_000, False, "Workflow steps and streaming ingestion: preempt nothing, retry"
 )
 PRIORITIES = (SERVING_PRIORITY, TRAINING_PRIORITY, BATCH_PRIORITY)
 # The stack file's names for the workload namespaces (``mlstack:namespaceBudgets.<name>``).
-BUDGET_NAMESPACES = {"training": TRAINING, "serving": SERVING, "data": DATA}
+BUDGET_NAMESPACES = {"training": TRAINING, "serving": SERVING, "data": DATA, "tracking": TRACKING}
 
 
 def priority_class(priority: Priority) -> dict[str, Any]:
@@ -89,9 +93,12 @@ def limit_range(namespace: str, budget: NamespaceBudget) -> dict[str, Any]:
     }
 
 
-def objects(budgets: Mapping[str, NamespaceBudget]) -> list[dict[str, Any]]:
-    """The PriorityClasses, and each workload namespace's quota and container defaults."""
+def objects(budgets: Mapping[str, NamespaceBudget], declared: Collection[str]) -> list[dict[str, Any]]:
+    """The PriorityClasses, and the quota and container defaults of each workload namespace among the
+    ``declared`` ones (the tracking namespace exists only with tracking on)."""
     items = [priority_class(priority) for priority in PRIORITIES]
     for name, namespace in BUDGET_NAMESPACES.items():
+        if namespace not in declared:
+            continue
         items += [resource_quota(namespace, budgets[name]), limit_range(namespace, budgets[name])]
     return items

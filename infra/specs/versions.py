@@ -38,3 +38,7 @@ TRAINING_OPERATOR_MANIFESTS = f"https://github.com/kubeflow/training-operator.gi
 
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 DCGM_EXPORTER_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
+# The MLflow tracking server's backend store: the official image, pinned by the digest of its multi-arch index.
+POSTGRES_IMAGE = (
+    "postgres:17.6-bookworm@sha256:f3bd19c606e442c3d7bdfa8002e03fe260a1023351e0ea4598032022b68dd6e3"
+)

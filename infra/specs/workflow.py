@@ -21,7 +21,7 @@ import json
 from typing import Any
 
 from infra.config import Images, ModelSource, Resources, TrainingJob
-from infra.specs import data, model_store, ports, training
+from infra.specs import data, model_store, ports, tracking, training
 from infra.specs.namespaces import TRAINING
 from infra.specs.scheduling import BATCH_PRIORITY
 from infra.specs.workload import (
@@ -62,6 +62,8 @@ class WorkflowDefaults:
     trial_resources: Resources = dataclasses.field(default_factory=lambda: Resources(cpu="2", memory="4Gi"))
     gpus_per_worker: int = 0
     checkpoint_every: int = 100
+    tracking_uri: str = ""
+    """The MLflow tracking server the selection and the trials record to (empty = they track nothing)."""
 
 
 def parameter(name: str) -> str:
@@ -276,12 +278,22 @@ def trial_manifest(framework: str, images: Images, defaults: WorkflowDefaults) -
         volumes, mounts = model_store.writer_volumes(defaults.model_source)
         spec["template"]["spec"]["volumes"] += volumes
         for container in spec["template"]["spec"]["containers"]:
-            container["env"] += model_store.env(defaults.model_source)
+            container["env"] += model_store.env(defaults.model_source) + tracking_env(defaults)
             container["volumeMounts"] += mounts
     text = json.dumps(job_object, indent=1)
     for name in _NUMERIC_INPUTS:
         text = text.replace(json.dumps(_input(name)), _input(name))
     return text
+
+
+def tracking_args(defaults: WorkflowDefaults) -> list[str]:
+    """A step's ``--tracking-uri``, when the stack runs a tracking server."""
+    return [tracking.URI_FLAG, defaults.tracking_uri] if defaults.tracking_uri else []
+
+
+def tracking_env(defaults: WorkflowDefaults) -> list[dict[str, str]]:
+    """A trial's ``MLFLOW_TRACKING_URI`` (its chief opens the trial's run), when the stack runs a server."""
+    return [{"name": tracking.URI_VARIABLE, "value": defaults.tracking_uri}] if defaults.tracking_uri else []
 
 
 def _select(images: Images, defaults: WorkflowDefaults) -> dict[str, Any]:
@@ -295,6 +307,7 @@ def _select(images: Images, defaults: WorkflowDefaults) -> dict[str, Any]:
         "--model-name", parameter("model-name"),
         "--reuse-promoted",
         "--promoted-output", argo.PROMOTED_FILE,
+        *tracking_args(defaults),
     ]  # fmt: skip
     return {
         "name": "select",

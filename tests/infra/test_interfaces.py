@@ -34,6 +34,7 @@ def test_the_ansible_groups_are_the_contract_groups():
 
 
 def test_the_namespaces_are_the_contract_namespaces():
+    assert interfaces.names("Optional Kubernetes namespace") == [namespaces.TRACKING]
     documented = set(interfaces.names("Kubernetes namespaces"))
     ours = {
         namespaces.TRAINING,

@@ -125,7 +125,11 @@ def test_the_s3_secret_reaches_the_mirror_every_step_and_every_trial_as_files_an
         volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
         for container in containers(template):
             assert not any("valueFrom" in e for e in container.get("env", [])), f"{where}: a secret in env"
-            mounted = [m for m in container.get("volumeMounts", []) if "secret" in volumes.get(m["name"], {})]
+            mounted = [
+                m
+                for m in container.get("volumeMounts", [])
+                if volumes.get(m["name"], {}).get("secret", {}).get("secretName") == secret
+            ]
             if not mounted:
                 continue
             (mount,) = mounted
@@ -142,7 +146,8 @@ def test_the_s3_secret_reaches_the_mirror_every_step_and_every_trial_as_files_an
         f"PyTorchJob {namespaces.TRAINING}/trial-pytorchjob Worker pytorch",  # elastic: Workers only
     ]
     mirror = f"Deployment {namespaces.SERVING}/{serving_specs.NAME} {serving_specs.MIRROR}"
-    assert sorted(reading) == sorted([mirror, *steps, *trials])
+    tracker = f"Deployment {namespaces.TRACKING}/mlflow credentials"  # writes boto3's file for the server
+    assert sorted(reading) == sorted([mirror, tracker, *steps, *trials])
 
 
 @pytest.mark.parametrize(

@@ -161,7 +161,9 @@ def test_secret_outputs_and_inputs_are_secret(run: ProgramRun):
         assert "fake-password" not in str(command.inputs.get(field, "")), (
             f"a secret reached the command's {field}"
         )
-    (grafana,) = [r for r in run.resources if r.kind == "Secret"]
+    (grafana,) = [
+        r for r in run.resources if r.kind == "Secret" and r.inputs["metadata"]["name"] == "grafana-admin"
+    ]
     assert "stringData" in grafana.secret_inputs
 
 

@@ -40,6 +40,7 @@ class Rig:
     hdfs: HdfsCluster
     serving: DevServer
     rehearsal: Rehearsal
+    tracking_uri: str = ""  # the stack's tracking server, when it runs one
 
     @property
     def store(self) -> str:
@@ -108,7 +109,8 @@ def serving_pod(store: ModelSource, workdir: pathlib.Path) -> Iterator[DevServer
 
 
 @contextlib.contextmanager
-def running(hadoop_home: pathlib.Path, workdir: pathlib.Path) -> Iterator[Rig]:
+def running(hadoop_home: pathlib.Path, workdir: pathlib.Path, tracking_uri: str = "") -> Iterator[Rig]:
+    """The rig; with ``tracking_uri`` the stack runs a tracking server there (trials and select track)."""
     with HdfsCluster.running(hadoop_home, workdir / "hdfs") as hdfs:
         lay_out(hdfs)
         store = ModelSource(kind="hdfs", base=f"{hdfs.url}/mlstack/models")
@@ -120,6 +122,7 @@ def running(hadoop_home: pathlib.Path, workdir: pathlib.Path) -> Iterator[Rig]:
                 serving_url=serving.rest_url,
                 trial_resources=Resources(cpu="1", memory="2Gi"),
                 checkpoint_every=8,
+                tracking_uri=tracking_uri,
             )
             rehearsal = Rehearsal(
                 workflow_specs.workflow_template(FRAMEWORK, IMAGES, defaults),
@@ -127,7 +130,7 @@ def running(hadoop_home: pathlib.Path, workdir: pathlib.Path) -> Iterator[Rig]:
                 env=subprocess_env(),
                 check_job=lambda job: validate_training_job(job, SUPPORTED_KUBERNETES_MINORS[-1]),
             )
-            yield Rig(hdfs, serving, rehearsal)
+            yield Rig(hdfs, serving, rehearsal, tracking_uri)
 
 
 def submission(models: tuple[str, ...], rates: tuple[float, ...], min_trials: int = 1) -> argo.Submission:

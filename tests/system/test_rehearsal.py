@@ -21,16 +21,17 @@ from tests.support.argo_rehearsal import Run
 from tests.support.releases import HADOOP, required
 from tests.system import rig
 from tests.workloads.serving.processes import wait_until
-from workloads.core import storage
+from workloads.core import storage, tracking
 from workloads.workflow import argo
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rehearsal")]
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory) -> Iterator[rig.Rig]:
+def system(tmp_path_factory, mlflow_postgres_server) -> Iterator[rig.Rig]:
+    """The rig with the stack's tracking server: a real MLflow server on PostgreSQL, as the cluster's."""
     home = required(HADOOP, tmp_path_factory.mktemp("hadoop-release"))
-    with rig.running(home, tmp_path_factory.mktemp("system")) as running:
+    with rig.running(home, tmp_path_factory.mktemp("system"), mlflow_postgres_server) as running:
         yield running
 
 
@@ -42,6 +43,21 @@ def outcome(system: rig.Rig, run: Run) -> dict:
     return json.loads(storage.read_bytes(f"{system.store}/runs/outcomes/{run.name}.json"))
 
 
+def tracked_champion(system: rig.Rig, promoted: dict):
+    """The registry's champion, checked against what select promoted: the run of the trial it names, which
+    its chief recorded in the trial's directory, with every step's loss."""
+    uri = system.tracking_uri
+    client = tracking.Tracking.at(uri).client()
+    champion = client.get_model_version_by_alias(promoted["model_name"], tracking.CHAMPION)
+    run = client.get_run(champion.run_id)
+    assert (run.info.run_name, run.info.status) == (promoted["run_name"], "FINISHED")
+    recorded = tracking.run_of_model(champion.tags[tracking.MODEL_URL_TAG])
+    assert recorded == {"run_id": champion.run_id, "tracking_uri": uri}
+    steps = [m.step for m in client.get_metric_history(champion.run_id, "loss")]
+    assert sorted(steps) == list(range(1, int(run.data.metrics["steps"]) + 1))
+    return champion
+
+
 def test_the_template_runs_end_to_end_then_memoizes_on_content(system):
     first = system.rehearsal.submit(workflow(("plain", "dropout")))
     assert first.phase == "Succeeded", [(n.name, n.phase, n.message) for n in first.nodes]
@@ -50,6 +66,8 @@ def test_the_template_runs_end_to_end_then_memoizes_on_content(system):
     assert promoted["version"] == 1 and first.node("verify-serving").phase == "Succeeded"
     assert system.served_version() == 1
     assert outcome(system, first)["status"] == "Succeeded"
+    champion = tracked_champion(system, promoted)
+    assert champion.tags["serving.version"] == "1"
     # The steps wrote as the pods' user, into the role's directories.
     assert system.hdfs.hdfs("dfs", "-stat", "%u", "/mlstack/models/runs").stdout.strip() == WORKLOAD_USER
 
@@ -63,6 +81,7 @@ def test_the_template_runs_end_to_end_then_memoizes_on_content(system):
     assert changed.phase == "Succeeded"
     assert [n.memo_hit for n in changed.trials()] == [True, False]
     assert json.loads(changed.node("select").outputs["promoted"])["version"] == 2
+    assert tracked_champion(system, json.loads(changed.node("select").outputs["promoted"])).version == "2"
     wait_until(lambda: system.served_version() == 2, 60, "serve-dev serving version 2")
 
 

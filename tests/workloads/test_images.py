@@ -43,8 +43,12 @@ def instruction(stage: list[str], name: str) -> list[str]:
     return [line[len(name) + 1 :].strip() for line in stage if line.upper().startswith(name + " ")]
 
 
-def test_there_is_a_training_and_a_workloads_image():
-    assert [p.name for p in DOCKERFILES] == ["training.Dockerfile", "workloads.Dockerfile"]
+def test_there_is_a_training_a_workloads_and_a_tracking_image():
+    assert [p.name for p in DOCKERFILES] == [
+        "tracking.Dockerfile",
+        "training.Dockerfile",
+        "workloads.Dockerfile",
+    ]
 
 
 def test_dockerfiles_are_hadolint_clean():
@@ -73,7 +77,22 @@ def test_the_final_stage_runs_as_non_root_without_build_tools(dockerfile):
     assert any("--from=build" in c for c in instruction(final, "COPY"))
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+# The tracking image runs `mlflow server` (infra/specs/tracking.py), not the workloads CLI.
+WORKLOADS_DOCKERFILES = [p for p in DOCKERFILES if p.name != "tracking.Dockerfile"]
+
+
+TRACKING_SMOKE = "server"  # the tracking image's smoke command: mlflow's
+
+
+def test_the_tracking_image_runs_mlflow():
+    final = stages(ROOT / "workloads" / "images" / "tracking.Dockerfile")[-1]
+    assert json.loads(instruction(final, "ENTRYPOINT")[-1]) == ["mlflow"]
+    assert json.loads(instruction(final, "CMD")[-1])[0] == TRACKING_SMOKE
+    mlflow = pathlib.Path(sys.executable).parent / "mlflow"  # the same pinned release as the image's
+    assert subprocess.run([str(mlflow), TRACKING_SMOKE, "--help"], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("dockerfile", WORKLOADS_DOCKERFILES, ids=lambda p: p.name)
 def test_the_image_entry_point_and_default_command_exist_in_the_cli(dockerfile):
     final = stages(dockerfile)[-1]
     assert json.loads(instruction(final, "ENTRYPOINT")[-1]) == ["python", "-m", "workloads"]
@@ -87,7 +106,9 @@ def test_every_command_the_workflow_runs_exists_in_the_cli():
     matrix = job["strategy"]["matrix"]["include"]
     for entry in matrix:
         assert (ROOT / entry["dockerfile"]).exists()
-        assert entry["smoke"] in commands()
+        tracking_image = entry["dockerfile"].endswith("tracking.Dockerfile")
+        assert entry["smoke"] == TRACKING_SMOKE if tracking_image else entry["smoke"] in commands()
+    assert {entry["dockerfile"] for entry in matrix} == {str(p.relative_to(ROOT)) for p in DOCKERFILES}
     runs = "\n".join(step.get("run", "") for step in job["steps"])
     invoked = re.findall(r'docker run --rm "\$\{TAG\}" (\$\{\{ matrix\.smoke \}\}|\S+)', runs)
     assert "${{ matrix.smoke }}" in invoked, "the workflow runs no command in the image"
