@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 PYTEST_WORKERS ?= 3
 PYTEST_ARGS ?=
 DEMO_EXTRAS := storage,tf,serving
-ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,tracking-server,dev
+ALL_EXTRAS := storage,tf,torch,serving,infra,ansible,dashboards,tracking-server,spark,dev
 # checkov scans the Pulumi program's rendered manifests; it lives in its own venv because it would
 # downgrade boto3 and packaging in the main one. Its version is pinned here and nowhere else.
 CHECKOV_VERSION := 3.3.30

@@ -98,6 +98,18 @@ def check_budgets(config: StackConfig) -> None:
         [config.workflow.trial_resources],
         gpus=config.workflow.gpus_per_worker,
     )
+    spark = config.workflow.spark
+    if spark is not None:
+        # The ingest step (the driver) with all its executors: it runs before any trial does.
+        _fits(
+            config,
+            "training",
+            "the Spark ingest: its driver step (workflow.stepResources) and every executor "
+            "(workflow.spark.executors x workflow.spark.executorResources)",
+            1,
+            [config.workflow.step_resources, *[spark.executor_resources] * spark.executors],
+            pods=1 + spark.executors,
+        )
     tracking = config.tracking
     if tracking.enabled:
         # The server and the database, and one server pod beside the old one while the server rolls (the

@@ -35,7 +35,13 @@ ANSIBLE_GROUPS = (
 )
 # The official AlmaLinux AWS account publishes the AlmaLinux OS AMIs.
 ALMALINUX_AMI_OWNER = "764336703387"
-IMAGE_NAMES = ("mlstack-training", "mlstack-training-cuda", "mlstack-workloads", "mlstack-tracking")
+IMAGE_NAMES = (
+    "mlstack-training",
+    "mlstack-training-cuda",
+    "mlstack-workloads",
+    "mlstack-tracking",
+    "mlstack-spark",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +133,10 @@ class Images:
     def tracking(self) -> str:
         """The MLflow tracking server's (workloads/images/tracking.Dockerfile)."""
         return self.reference("mlstack-tracking")
+
+    def spark(self) -> str:
+        """The Spark ingest's driver and executors (workloads/images/spark.Dockerfile)."""
+        return self.reference("mlstack-spark")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,6 +297,18 @@ class TrainingJob:
 
 
 @dataclasses.dataclass(frozen=True)
+class SparkIngest:
+    """The workflow's ingest step on Spark (``infra.specs.spark``): the step's pod is the driver, in client
+    mode, and starts ``executors`` executor pods of ``executor_resources`` each in the training namespace."""
+
+    executors: int = 2
+    """Executor pods of one ingest."""
+    executor_resources: Resources = Resources(cpu="1", memory="2Gi")
+    """CPU (whole cores: Spark's task slots) and memory of each executor pod; the JVM heap is what remains
+    of the memory after Spark's overhead."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Retraining:
     """Periodic retraining: a CronWorkflow that submits ``submission`` on ``schedule``."""
 
@@ -315,6 +337,8 @@ class Workflow:
     """Steps between the trials' checkpoints."""
     retrain: Retraining | None = None
     """Periodic retraining; ``None`` (the default) declares no CronWorkflow."""
+    spark: SparkIngest | None = None
+    """The ingest step on Spark executors; ``None`` (the default) ingests in the step's one process."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from infra.config import checks
 from infra.config.fields import Fields, resources
-from infra.config.settings import Retraining, Workflow
+from infra.config.settings import Retraining, SparkIngest, Workflow
 from workloads.commands.workflow import Config as WorkflowCommand
 from workloads.core.settings import ConfigError as CommandError
 from workloads.workflow import argo
@@ -40,9 +40,32 @@ def read_workflow(top: Fields) -> Workflow:
         gpus_per_worker=obj.integer("gpusPerWorker", default.gpus_per_worker, minimum=0),
         checkpoint_every=obj.integer("checkpointEvery", default.checkpoint_every, minimum=1),
         retrain=_retraining(obj, parallelism),
+        spark=_spark(obj),
     )
     obj.done()
     return workflow
+
+
+def _spark(obj: Fields) -> SparkIngest | None:
+    """``workflow.spark``: the ingest step on Spark executors (absent = one process)."""
+    if not obj.has("spark"):
+        obj.skip("spark")
+        return None
+    fields = obj.obj("spark")
+    default = SparkIngest()
+    spark = SparkIngest(
+        executors=fields.integer("executors", default.executors, minimum=1),
+        executor_resources=resources(fields, "executorResources", default.executor_resources),
+    )
+    fields.done()
+    cores = checks.amount(spark.executor_resources.cpu)
+    if cores < 1 or cores != int(cores):
+        raise fields.fail(
+            "executorResources",
+            f"cpu {spark.executor_resources.cpu!r} must be whole cores (1, 2, ...): they are the executor's "
+            "task slots",
+        )
+    return spark
 
 
 def _retraining(obj: Fields, parallelism: int) -> Retraining | None:

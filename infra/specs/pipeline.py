@@ -4,7 +4,8 @@ stack's settings as their defaults, and the CronWorkflow that retrains on a sche
 
 The templates' dataset and runs are the cluster's HDFS paths (``infra.specs.data``), their model store
 is where TF Serving reads models (``serving.modelSource``), their serving URL TF Serving's Service, their
-tracking URI the stack's MLflow server (``tracking``; none when it is off).
+tracking URI the stack's MLflow server (``tracking``; none when it is off). With ``workflow.spark`` the
+ingest step is a Spark driver, and its account and executor pod template are declared too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from infra.config import Images, Retraining, Serving, Tracking, Workflow
 from infra.specs import serving as serving_specs
-from infra.specs import tracking
+from infra.specs import spark, tracking
 from infra.specs.namespaces import TRAINING
 from infra.specs.workflow import WorkflowDefaults, workflow_templates
 from infra.specs.workload import metadata
@@ -34,12 +35,15 @@ def defaults(settings: Workflow, serving: Serving, tracked: Tracking) -> Workflo
         trial_resources=settings.trial_resources,
         gpus_per_worker=settings.gpus_per_worker,
         checkpoint_every=settings.checkpoint_every,
+        spark=settings.spark,
     )
 
 
 def objects(settings: Workflow, serving: Serving, tracked: Tracking, images: Images) -> list[dict[str, Any]]:
     """One WorkflowTemplate per framework, and the retraining CronWorkflow when one is configured."""
     items = workflow_templates(images, defaults(settings, serving, tracked))
+    if settings.spark is not None:
+        items += spark.objects(serving.model_source)
     if settings.retrain is not None:
         items.append(cron_workflow(settings.retrain))
     return items

@@ -20,8 +20,8 @@ import dataclasses
 import json
 from typing import Any
 
-from infra.config import Images, ModelSource, Resources, TrainingJob
-from infra.specs import data, model_store, ports, tracking, training
+from infra.config import Images, ModelSource, Resources, SparkIngest, TrainingJob
+from infra.specs import data, model_store, ports, spark, tracking, training
 from infra.specs.namespaces import TRAINING
 from infra.specs.scheduling import BATCH_PRIORITY
 from infra.specs.workload import (
@@ -64,6 +64,8 @@ class WorkflowDefaults:
     checkpoint_every: int = 100
     tracking_uri: str = ""
     """The MLflow tracking server the selection and the trials record to (empty = they track nothing)."""
+    spark: SparkIngest | None = None
+    """The ingest step on Spark executors (``infra.specs.spark``); None = one process."""
 
 
 def parameter(name: str) -> str:
@@ -185,11 +187,12 @@ def _container(name: str, images: Images, defaults: WorkflowDefaults, args: list
     }
 
 
-def _step_metadata(images: Images) -> dict[str, Any]:
+def _step_metadata(images: Images, image: str | None = None) -> dict[str, Any]:
+    """A step's annotations; ``image``: the step's, when not the workloads image."""
     skips = {
         "CKV_K8S_8": "a batch step that runs to completion: Argo retries and times it, no liveness probe",
         "CKV_K8S_9": "a batch step takes no traffic: no readiness probe",
-        **image_checkov_skips(images.workloads()),
+        **image_checkov_skips(image or images.workloads()),
     }
     return {"annotations": checkov_skips(skips)}
 
@@ -203,13 +206,30 @@ def _ingest(images: Images, defaults: WorkflowDefaults) -> dict[str, Any]:
         "--shard-size", parameter("shard-size"),
         "--digest-output", argo.DATASET_DIGEST_FILE,
     ]  # fmt: skip
-    return {
+    template = {
         "name": "ingest",
         "metadata": _step_metadata(images),
         "container": _container("ingest", images, defaults, args),
         "outputs": {
             "parameters": [{"name": "dataset-digest", "valueFrom": {"path": argo.DATASET_DIGEST_FILE}}]
         },
+    }
+    return template if defaults.spark is None else _on_spark(template, images, defaults.spark)
+
+
+def _on_spark(template: dict[str, Any], images: Images, settings: SparkIngest) -> dict[str, Any]:
+    """The ingest step as Spark's driver: its image, account, flags, address and the executor template."""
+    container, image = template["container"], images.spark()
+    volume, mount = spark.template_volume()
+    container.update(image=image, imagePullPolicy=pull_policy(image))
+    container["args"] += spark.driver_args(settings, images)
+    container["env"] += spark.driver_env()
+    container["volumeMounts"].append(mount)
+    return {
+        **template,
+        "metadata": {**_step_metadata(images, image), "labels": {spark.ROLE_LABEL: "driver"}},
+        "serviceAccountName": spark.DRIVER_ACCOUNT,
+        "volumes": [volume],
     }
 
 

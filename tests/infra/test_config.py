@@ -551,3 +551,34 @@ def test_retraining_pytorch_trials_are_elastic_as_the_stack_file_says(aws):
     aws["workflow"]["retrain"].update(framework="pytorch", minWorkersPerTrial=1, maxRestarts=5)
     submission = parse(aws).workflow.retrain.submission
     assert (submission.min_workers_per_trial, submission.max_restarts) == (1, 5)
+
+
+def test_the_spark_ingest_is_off_unless_the_stack_asks_and_sized_as_it_says(aws):
+    del aws["workflow"]["spark"]
+    assert parse(aws).workflow.spark is None
+    aws["workflow"]["spark"] = {"executors": 3, "executorResources": {"cpu": "1", "memory": "3Gi"}}
+    assert parse(aws).workflow.spark == config.SparkIngest(3, config.Resources(cpu="1", memory="3Gi"))
+
+
+@pytest.mark.parametrize(
+    ("spark", "message"),
+    [
+        (
+            {"executorResources": {"cpu": "500m"}},
+            "workflow.spark.executorResources: cpu '500m' must be whole cores",
+        ),
+        ({"executors": 0}, "workflow.spark.executors"),
+        ({"executors": 2, "driver": {}}, "workflow.spark.driver"),
+    ],
+)
+def test_the_spark_ingest_settings_are_checked(aws, spark, message):
+    aws["workflow"]["spark"] = spark
+    assert message in error_for(aws)
+
+
+def test_the_spark_ingest_must_fit_the_training_quota(aws):
+    aws["workflow"]["spark"] = {"executors": 20, "executorResources": {"cpu": "2", "memory": "4Gi"}}
+    message = error_for(aws)
+    assert message.startswith(
+        "mlstack:namespaceBudgets.training.quota.cpu: 8 cannot hold the Spark ingest"
+    ), message

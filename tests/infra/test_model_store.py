@@ -124,7 +124,8 @@ def test_the_s3_secret_reaches_the_mirror_every_step_and_every_trial_as_files_an
     for where, _, template in pod_templates(aws_run.kubernetes_objects()):
         volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
         for container in containers(template):
-            assert not any("valueFrom" in e for e in container.get("env", [])), f"{where}: a secret in env"
+            secret_env = [e for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+            assert not secret_env, f"{where}: a secret in env"
             mounted = [
                 m
                 for m in container.get("volumeMounts", [])

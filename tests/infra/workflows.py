@@ -100,11 +100,14 @@ def step_pods(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for template in spec.get("templates", []):
         if "container" not in template:
             continue
+        # Argo runs a step as its template's account, else the workflow's, with both levels' volumes.
         pod_spec = {
-            "serviceAccountName": spec.get("serviceAccountName", "default"),
+            "serviceAccountName": template.get(
+                "serviceAccountName", spec.get("serviceAccountName", "default")
+            ),
             "securityContext": spec.get("securityContext", {}),
             "containers": [{"name": "main", **template["container"]}],
-            "volumes": spec.get("volumes", []),
+            "volumes": [*spec.get("volumes", []), *template.get("volumes", [])],
         }
         # Argo gives each step pod the template's class, else the workflow's.
         priority = template.get("priorityClassName", spec.get("podPriorityClassName"))

@@ -17,6 +17,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "workloads" / "images").glob("*.Dockerfile"))
 WORKFLOW = ROOT / ".github" / "workflows" / "images.yml"
 BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "clang", "cmake")
+# What a final stage may install from Debian: a runtime its program needs (Spark's JVM), never a tool.
+RUNTIME_PACKAGES = {"spark.Dockerfile": ("openjdk-17-jre-headless",)}
 
 
 def commands() -> set[str]:
@@ -43,8 +45,9 @@ def instruction(stage: list[str], name: str) -> list[str]:
     return [line[len(name) + 1 :].strip() for line in stage if line.upper().startswith(name + " ")]
 
 
-def test_there_is_a_training_a_workloads_and_a_tracking_image():
+def test_there_are_the_training_workloads_tracking_and_spark_images():
     assert [p.name for p in DOCKERFILES] == [
+        "spark.Dockerfile",
         "tracking.Dockerfile",
         "training.Dockerfile",
         "workloads.Dockerfile",
@@ -73,7 +76,11 @@ def test_the_final_stage_runs_as_non_root_without_build_tools(dockerfile):
     assert users and users[-1] not in {"0", "root"}
     runs = " ".join(instruction(final, "RUN"))
     assert not any(re.search(rf"\b{re.escape(tool)}\b", runs) for tool in BUILD_TOOLS)
-    assert "pip install" not in runs and "apt-get install" not in runs
+    assert "pip install" not in runs
+    installed = re.findall(r"apt-get install -y --no-install-recommends ((?:[\w.+:~-]+=[\w.+:~-]+ ?)+)", runs)
+    assert runs.count("apt-get install") == len(installed), "apt-get install only pinned, without extras"
+    names = {package.split("=")[0] for line in installed for package in line.split()}
+    assert names <= set(RUNTIME_PACKAGES.get(dockerfile.name, ())), f"{dockerfile.name} installs {names}"
     assert any("--from=build" in c for c in instruction(final, "COPY"))
 
 

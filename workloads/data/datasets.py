@@ -196,7 +196,9 @@ def find_idx_files(source: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _idx_records(images_url: str, labels_url: str, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def idx_records(images_url: str, labels_url: str, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (images, labels) of an IDX pair in chunks of ``chunk`` records, checked as they are read
+    (dtype, shapes, counts, labels in range); a problem raises :class:`DataError` naming the file."""
     with idx.IdxReader(images_url) as images, idx.IdxReader(labels_url) as labels:
         if images.dtype != np.uint8 or labels.dtype != np.uint8:
             bad = images if images.dtype != np.uint8 else labels
@@ -232,7 +234,8 @@ def _synthetic_records(count: int, seed: int, split: str) -> Iterator[tuple[np.n
     yield images, labels
 
 
-def _already_done(url: str, source: Mapping[str, Any], names: Sequence[str]) -> Manifest | None:
+def already_done(url: str, source: Mapping[str, Any], names: Sequence[str]) -> Manifest | None:
+    """The manifest of ``url`` when it holds a complete split converted from ``source`` with ``names``."""
     try:
         manifest = ShardSet.open(url).manifest
     except DataError:
@@ -294,13 +297,14 @@ def ingest_idx(
             description,
             names,
             shard_size,
-            lambda i=images_url, l=labels_url: _idx_records(i, l, shard_size),  # noqa: E741
-            lambda i=images_url: _idx_header(i),
+            lambda i=images_url, l=labels_url: idx_records(i, l, shard_size),  # noqa: E741
+            lambda i=images_url: idx_header(i),
         )
     return result
 
 
-def _idx_header(images_url: str) -> tuple[int, tuple[int, int]]:
+def idx_header(images_url: str) -> tuple[int, tuple[int, int]]:
+    """(records, (rows, cols)) from the header of an IDX images file."""
     with idx.IdxReader(images_url) as reader:
         if len(reader.shape) != 3:
             raise DataError(images_url, f"expected images [n, rows, cols], the header says {reader.shape}", 3)
@@ -349,7 +353,7 @@ def _ingest_split(
     header: Callable[[], tuple[int, tuple[int, int]]],
 ) -> Manifest:
     description = {**description, "shard_size": shard_size}
-    done = _already_done(url, description, names)
+    done = already_done(url, description, names)
     if done is not None:
         log.info("shards already up to date", extra=logs.fields(url=url, records=done.records))
         return done

@@ -176,6 +176,20 @@ def shard_bytes(records: int, image_shape: Sequence[int]) -> int:
     return HEADER_SIZE + records * (int(np.prod(image_shape)) + 1)
 
 
+def shard_entry(index: int, data: bytes, metadata: Mapping[str, Any] | None = None) -> ShardEntry:
+    """The manifest entry of ``data`` (an encoded shard) as shard number ``index`` of its directory:
+    its file name (number and content hash), size and checksums."""
+    digest = hashlib.sha256(data).hexdigest()
+    return ShardEntry(
+        file=f"shard-{index:05d}-{digest[:12]}.bin",
+        records=_HEADER.unpack_from(data, 0)[2],
+        bytes=len(data),
+        sha256=digest,
+        block_crc32=_block_crcs(data),
+        metadata=dict(metadata or {}),
+    )
+
+
 def _block_crcs(data: bytes | memoryview) -> tuple[int, ...]:
     view = memoryview(data)
     return tuple(zlib.crc32(view[i : i + BLOCK_SIZE]) for i in range(0, len(view), BLOCK_SIZE))
@@ -584,16 +598,7 @@ class ShardWriter:
         except (TypeError, ValueError) as error:
             raise ValueError(f"shard metadata must be JSON-serialisable: {error}") from None
         data = encode_shard(np.concatenate(self._pending_images), np.concatenate(self._pending_labels))
-        digest = hashlib.sha256(data).hexdigest()
-        index = len(self.manifest.shards)
-        entry = ShardEntry(
-            file=f"shard-{index:05d}-{digest[:12]}.bin",
-            records=self.pending,
-            bytes=len(data),
-            sha256=digest,
-            block_crc32=_block_crcs(data),
-            metadata=metadata,
-        )
+        entry = shard_entry(len(self.manifest.shards), data, metadata)
         storage.publish_bytes(storage.join(self.url, entry.file), data)
         self._unpublished.append(entry.file)
         self.manifest = dataclasses.replace(self.manifest, shards=(*self.manifest.shards, entry))
@@ -617,6 +622,14 @@ class ShardWriter:
         if self._replacing:
             self._remove_orphans()
             self._replacing = False
+
+    def publish_entries(
+        self, entries: Sequence[ShardEntry], metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Publishes a dataset whose shard files others wrote already (one task per shard, say):
+        ``entries`` in order, as :func:`shard_entry` describes them."""
+        self.manifest = dataclasses.replace(self.manifest, shards=tuple(entries))
+        self.publish(metadata)
 
     def discard(self) -> None:
         """Deletes the shard files this writer wrote since its last publish (after a failure)."""
