@@ -28,9 +28,8 @@ from tests.infra.conftest import program_run
 from tests.infra.test_api_server import apply_order, custom_kinds, default_service_account
 from tests.support.control_plane import ControlPlane, install_crds
 from tests.support.kube_client import Client
-from tests.workloads.support import ROOT, subprocess_env
-from workloads.data import datasets, idx, spark_executor, synthetic
-from workloads.data.shards import ShardSet
+from tests.workloads.support import ROOT, records, subprocess_env, write_idx
+from workloads.data import datasets, spark_executor
 
 pytest.importorskip("pyspark", reason="the spark extra is not installed (pip install -e '.[spark]')")
 pytestmark = [pytest.mark.xdist_group("api-server"), pytest.mark.slow]
@@ -154,20 +153,6 @@ def driver_token(api: Client) -> str:
     request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
     path = f"/api/v1/namespaces/{TRAINING}/serviceaccounts/{spark.DRIVER_ACCOUNT}/token"
     return api.post(path, request)["status"]["token"]
-
-
-def write_idx(directory: pathlib.Path) -> pathlib.Path:
-    for split, count in (("train", 600), ("test", 100)):
-        images, labels = synthetic.generate(count, seed=3, split=split)
-        image_name, label_name = datasets.IDX_FILES[split]
-        idx.write_idx(directory / (image_name + ".gz"), images, compress=True)
-        idx.write_idx(directory / (label_name + ".gz"), labels, compress=True)
-    return directory
-
-
-def records(url: pathlib.Path) -> list[tuple[bytes, int]]:
-    images, labels = ShardSet.open(str(url)).read_all()
-    return sorted(zip((image.tobytes() for image in images), labels.tolist(), strict=True))
 
 
 def driver_argv(container: dict[str, Any], control_plane: ControlPlane, files: pathlib.Path, raw, out):

@@ -49,3 +49,23 @@ def attempts(log_file: pathlib.Path) -> list[list[dict]]:
     """A launcher worker log split by attempt, as JSON records."""
     chunks = log_file.read_text().split("=== attempt ")[1:]
     return [json_lines(chunk.split("\n", 1)[1] if "\n" in chunk else "") for chunk in chunks]
+
+
+def write_idx(directory: pathlib.Path) -> pathlib.Path:
+    """Small synthetic IDX files in Fashion-MNIST's layout (300 train, 100 test records, gzipped)."""
+    from workloads.data import datasets, idx, synthetic
+
+    for split, count in (("train", 300), ("test", 100)):
+        images, labels = synthetic.generate(count, seed=1, split=split)
+        image_name, label_name = datasets.IDX_FILES[split]
+        idx.write_idx(directory / (image_name + ".gz"), images, compress=True)
+        idx.write_idx(directory / (label_name + ".gz"), labels, compress=True)
+    return directory
+
+
+def records(url) -> list[tuple[bytes, int]]:
+    """The records of a shard directory, as (pixels, label), sorted: order aside."""
+    from workloads.data.shards import ShardSet
+
+    images, labels = ShardSet.open(str(url)).read_all()
+    return sorted(zip((image.tobytes() for image in images), labels.tolist(), strict=True))

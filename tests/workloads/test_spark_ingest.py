@@ -8,11 +8,11 @@ import pathlib
 import numpy as np
 import pytest
 
-from tests.workloads.support import run_workloads
+from tests.workloads.support import records, run_workloads, write_idx
 from workloads.commands import ingest as ingest_command
 from workloads.core import settings
 from workloads.core.errors import DataError
-from workloads.data import datasets, idx, spark_ingest, synthetic
+from workloads.data import datasets, spark_ingest, synthetic
 from workloads.data.sampling import WorkerBatches
 from workloads.data.shards import MANIFEST_NAME, ShardSet
 from workloads.serving.payloads import encode_image
@@ -35,27 +35,12 @@ def ingest(spark, source, output, **settings) -> dict:
     return spark_ingest.ingest(job, spark)
 
 
-def records(url) -> list[tuple[bytes, int]]:
-    """The records of a shard directory, as (pixels, label), sorted: order aside."""
-    images, labels = ShardSet.open(str(url)).read_all()
-    return sorted(zip((image.tobytes() for image in images), labels.tolist(), strict=True))
-
-
 def write_table(
     spark, path: pathlib.Path, rows: list, schema: str = "image binary, label int"
 ) -> pathlib.Path:
     """A Parquet table of ``rows`` in one file, rows in the order given."""
     spark.createDataFrame(rows, schema).coalesce(1).write.parquet(str(path))
     return path
-
-
-def write_idx(directory: pathlib.Path) -> pathlib.Path:
-    for split, count in (("train", 300), ("test", 100)):
-        images, labels = synthetic.generate(count, seed=1, split=split)
-        image_name, label_name = datasets.IDX_FILES[split]
-        idx.write_idx(directory / (image_name + ".gz"), images, compress=True)
-        idx.write_idx(directory / (label_name + ".gz"), labels, compress=True)
-    return directory
 
 
 @pytest.fixture(scope="module")
