@@ -4,6 +4,9 @@ no JVM on the client side) and ``webhdfs://`` (the NameNode's REST API)."""
 
 from __future__ import annotations
 
+import gc
+import os
+import signal
 import threading
 import time
 import uuid
@@ -204,3 +207,20 @@ def test_a_stopped_namenode_is_one_line_naming_the_url_within_seconds(hdfs, tmp_
         assert url in line and "Connection refused" in line and "NameNode" in line, line
         assert elapsed < 30, f"{url}: took {elapsed:.1f} s"
     assert not (tmp_path / "w" / "trials").exists()
+
+
+def test_a_process_that_used_hdfs_can_still_fork(hdfs):
+    """fsspec drops its cached filesystems in a forked child, and dropping hdfs-native's client there waits
+    forever: Spark starting its JVM (a subprocess with a preexec_fn) hung after an hdfs:// read."""
+    assert storage.exists(f"{hdfs.url}/")  # a filesystem only fsspec's cache holds, as commands leave it
+    gc.collect()
+    pid = os.fork()
+    if pid == 0:  # the child runs the at-fork handlers, then leaves at once
+        os._exit(0)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if done == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done != (0, 0), "the forked child hung in fsspec's at-fork handler"

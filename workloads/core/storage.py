@@ -104,6 +104,11 @@ HDFS_CLIENT_DEFAULTS = {
     "dfs.client.failover.sleep.base.millis": "500",
     "dfs.client.failover.sleep.max.millis": "2000",
 }
+# The hdfs:// filesystems this process made, held for its life. fsspec drops every cached filesystem in a
+# forked child (an at-fork handler); dropping hdfs-native's client there waits forever on its runtime's
+# threads, which a child does not have: a fork after hdfs:// was used (Spark starting its JVM, any
+# subprocess with a preexec_fn) hung before it could exec. Held here, nothing is dropped in the child.
+_HDFS_HELD: dict[int, object] = {}
 HDFS_DATANODE_HINT = "check that the cluster's DataNodes are up (`hdfs dfsadmin -report` lists the live ones)"
 # hdfs-native reports errors as the Rust enum's debug form, e.g. RPCError("java.Class", "message\n\tat ...")
 _HDFS_NATIVE_ERROR = re.compile(r"^(\w+)\((.*)\)$", re.DOTALL)
@@ -429,6 +434,8 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
                 f"no filesystem knows the scheme {protocol}://",
                 "use a local path, s3://, hdfs:// or webhdfs://",
             ) from None
+    if protocol == "hdfs":
+        _HDFS_HELD[id(fs)] = fs  # fsspec returns its cached instance: one entry per cluster and options
     return cast("fsspec.AbstractFileSystem", _Reporting(fs, url)), path
 
 
