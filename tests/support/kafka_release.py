@@ -12,6 +12,7 @@ import base64
 import contextlib
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import time
@@ -25,6 +26,8 @@ from tests.support import daemons
 QUIET = {"log_level": 3}  # librdkafka errors only
 # One small node: a quarter GiB of heap and the serial collector leave the two cores to the tests.
 HEAP_OPTS = "-Xms64m -Xmx256m"
+# Starts of a new single node on fresh ports when another server took its port first.
+BIND_ATTEMPTS = 3
 JVM_OPTS = "-server -XX:+UseSerialGC -Djava.awt.headless=true"
 # Settings of a single test node (the role writes the production ones): one replica of everything,
 # groups that rebalance at once, a few partitions for the internal topics (fast to create), no topics
@@ -116,8 +119,29 @@ class KafkaNode:
         }
 
     def start(self, timeout_s: float = 120) -> None:
-        self.launch(timeout_s)
-        self.wait_until_ready(timeout_s)
+        """Launches the node and waits for it. A new single node whose port was taken between picking it
+        and binding it (another test's server picked the same free port) starts again on new ports."""
+        retry = (
+            not (self.workdir / "data").exists()
+            and self.voters == f"{self.node_id}@127.0.0.1:{self.controller_port}"
+        )
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            self.launch(timeout_s)
+            try:
+                self.wait_until_ready(timeout_s)
+                return
+            except RuntimeError:
+                if not retry or attempt == BIND_ATTEMPTS or not self._lost_a_port():
+                    raise
+            self.stop()
+            shutil.rmtree(self.workdir / "data", ignore_errors=True)
+            self.port, self.controller_port = pick_free_port(), pick_free_port()
+            self.bootstrap = f"127.0.0.1:{self.port}"
+            self.voters = f"{self.node_id}@127.0.0.1:{self.controller_port}"
+
+    def _lost_a_port(self) -> bool:
+        console = self.log_dir / "console.log"
+        return console.exists() and "Address already in use" in console.read_text(errors="replace")
 
     def launch(self, timeout_s: float = 120) -> None:
         """Formats the storage (once: a restarted node keeps its data) and starts the JVM, not waiting."""
