@@ -102,9 +102,13 @@ class ExecutorKubelet:
         if "value" in item:
             return item["value"]
         field = item["valueFrom"]["fieldRef"]["fieldPath"]
-        return {"status.podIP": LOOPBACK, "metadata.name": pod["metadata"]["name"]}.get(
-            field, pod["metadata"].get("namespace", "")
-        )
+        known = {
+            "status.podIP": LOOPBACK,
+            "metadata.name": pod["metadata"]["name"],
+            "metadata.namespace": pod["metadata"]["namespace"],
+        }
+        assert field in known, f"env {item['name']}: the kubelet double does not know {field}"
+        return known[field]
 
 
 def running(api: Client, name: str) -> None:
